@@ -1,0 +1,4 @@
+"""audiogen-convert (skeleton: its issue has not landed yet)."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,195 @@
+"""Weight files and layout fixes shared by every model: safetensors I/O, conv layouts,
+weight-norm fusion, dtype casting and strict loading into an ``nn.Module``."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
+
+from audiogen_core.errors import CorruptWeightsError, MissingWeightsError, WeightsError
+
+Array = Any  # mx.array or np.ndarray: the layout helpers work on both
+
+
+def _xp(x: Array) -> Any:
+    return mx if isinstance(x, mx.array) else np
+
+
+def _check_safetensors_header(path: Path) -> dict[str, Any]:
+    """Parse and sanity-check a safetensors header so a truncated or foreign file gives a clear
+    error naming it (mx.load's own message does not say which file or why)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CorruptWeightsError(f"{path}: not a safetensors file (only {size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8 or n > 100_000_000:
+                raise CorruptWeightsError(f"{path}: not a safetensors file (bad header length {n})")
+            header = json.loads(f.read(n))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptWeightsError(f"{path}: not a safetensors file (unreadable header)") from e
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read weights file: {e.strerror or e}") from e
+    if not isinstance(header, dict):
+        raise CorruptWeightsError(f"{path}: not a safetensors file (header is not a table)")
+    end = max(
+        (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0
+    )
+    if 8 + n + end > size:
+        raise CorruptWeightsError(
+            f"{path}: truncated safetensors file ({size} bytes, header promises {8 + n + end})"
+        )
+    return header
+
+
+def load_safetensors(path: str | os.PathLike[str]) -> dict[str, mx.array]:
+    """All tensors of one safetensors file as MLX arrays (bf16 kept as bf16)."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"{p}: weights file not found")
+    _check_safetensors_header(p)
+    try:
+        loaded = mx.load(str(p))
+    except (RuntimeError, ValueError) as e:
+        raise CorruptWeightsError(f"{p}: cannot load safetensors: {e}") from e
+    assert isinstance(loaded, dict)  # noqa: S101 - mx.load of .safetensors returns a dict
+    return loaded
+
+
+def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``__metadata__`` table of a safetensors file (empty when absent)."""
+    header = _check_safetensors_header(Path(path))
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def save_safetensors(
+    path: str | os.PathLike[str],
+    weights: Mapping[str, Array],
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``weights`` atomically: a temp file in the same directory, then rename."""
+    p = Path(path)
+    arrays = {k: v if isinstance(v, mx.array) else mx.array(v) for k, v in weights.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".safetensors", dir=p.parent)
+    os.close(fd)
+    try:
+        mx.save_safetensors(tmp, arrays, metadata=dict(metadata or {}))
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def conv1d_to_mlx(w: Array) -> Array:
+    """torch Conv1d weight ``(out, in, k)`` → MLX ``(out, k, in)``."""
+    return _xp(w).swapaxes(w, 1, 2)
+
+
+def conv_transpose1d_to_mlx(w: Array) -> Array:
+    """torch ConvTranspose1d weight ``(in, out, k)`` → MLX ``(out, k, in)``."""
+    return _xp(w).transpose(w, (1, 2, 0))
+
+
+def fuse_weight_norm(g: Array, v: Array, dim: int = 0) -> Array:
+    """``g · v / ‖v‖`` with the norm over every axis but ``dim`` (torch ``weight_norm``)."""
+    xp = _xp(v)
+    axes = tuple(i for i in range(v.ndim) if i != dim % v.ndim)
+    v32 = v.astype(xp.float32)
+    norm = xp.sqrt(xp.sum(v32 * v32, axis=axes, keepdims=True))
+    return (g.astype(xp.float32) * v32 / norm).astype(v.dtype)
+
+
+_WN_PAIRS = (
+    (".weight_g", ".weight_v", ".weight"),
+    (".parametrizations.weight.original0", ".parametrizations.weight.original1", ".weight"),
+)
+
+
+def fuse_weight_norms(weights: Mapping[str, Array]) -> dict[str, Array]:
+    """Replace every weight-norm pair (old ``weight_g/_v`` or new ``parametrizations``) by its
+    fused ``weight``; other entries pass through unchanged."""
+    out: dict[str, Array] = {}
+    for key, value in weights.items():
+        for g_suffix, v_suffix, w_suffix in _WN_PAIRS:
+            if key.endswith(g_suffix):
+                stem = key[: -len(g_suffix)]
+                if stem + v_suffix not in weights:
+                    raise MissingWeightsError(f"weight-norm pair incomplete: {stem + v_suffix}")
+                out[stem + w_suffix] = fuse_weight_norm(value, weights[stem + v_suffix])
+                break
+            if key.endswith(v_suffix):
+                if key[: -len(v_suffix)] + g_suffix not in weights:
+                    raise MissingWeightsError(f"weight-norm pair incomplete: {key}")
+                break
+        else:
+            out[key] = value
+    return out
+
+
+def cast_floats(weights: Mapping[str, mx.array], dtype: mx.Dtype) -> dict[str, mx.array]:
+    """Cast floating tensors to ``dtype``; integer tensors (codebook indices, counters) stay."""
+    return {
+        k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()
+    }
+
+
+def _preview(names: Iterable[str], n: int = 5) -> str:
+    names = sorted(names)
+    more = f" … (+{len(names) - n} more)" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def load_into(
+    model: nn.Module,
+    weights: Mapping[str, mx.array],
+    *,
+    source: str | os.PathLike[str] = "weights",
+    strict: bool = True,
+) -> nn.Module:
+    """Load ``weights`` into ``model``; with ``strict``, missing or unexpected keys and shape
+    mismatches raise ``MissingWeightsError`` naming ``source`` and the first offending keys."""
+    params = dict(tree_flatten(model.parameters()))
+    if strict:
+        missing = params.keys() - weights.keys()
+        unexpected = weights.keys() - params.keys()
+        if missing:
+            raise MissingWeightsError(f"{source}: missing weights: {_preview(missing)}")
+        if unexpected:
+            raise MissingWeightsError(f"{source}: unexpected weights: {_preview(unexpected)}")
+    bad = [
+        f"{k} {tuple(v.shape)} != {tuple(params[k].shape)}"
+        for k, v in weights.items()
+        if k in params and tuple(v.shape) != tuple(params[k].shape)
+    ]
+    if bad:
+        raise MissingWeightsError(f"{source}: shape mismatch: {_preview(bad, 3)}")
+    model.load_weights([(k, v) for k, v in weights.items() if k in params], strict=False)
+    mx.eval(model.parameters())
+    return model
+
+
+__all__ = [
+    "cast_floats",
+    "conv1d_to_mlx",
+    "conv_transpose1d_to_mlx",
+    "fuse_weight_norm",
+    "fuse_weight_norms",
+    "load_into",
+    "load_safetensors",
+    "safetensors_metadata",
+    "save_safetensors",
+]
