@@ -29,8 +29,11 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
 def main() -> int:
     names = sorted(p.stem for p in BUILDERS.glob("*.py") if not p.stem.startswith("_"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("names", nargs="*", choices=[*names, []], help="fixtures to rebuild (all)")
+    ap.add_argument("names", nargs="*", help=f"fixtures to rebuild (default all: {names})")
     args = ap.parse_args()
+    unknown = set(args.names) - set(names)
+    if unknown:
+        ap.error(f"unknown fixture(s) {sorted(unknown)}; known: {names}")
     import audiogen_core  # noqa: F401  - OpenBLAS before mlx
 
     sys.path.insert(0, str(BUILDERS))
