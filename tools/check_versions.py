@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,11 @@ def problems(root: Path = ROOT) -> list[str]:
         found.append(f"package versions differ: {versions}")
     for name, (folder, project) in projects.items():
         init = folder / "src" / name.replace("-", "_") / "__init__.py"
-        match = re.search(r'^__version__ = "([^"]+)"', init.read_text(), re.M) if init.exists() else None
+        match = (
+            re.search(r'^__version__ = "([^"]+)"', init.read_text(), re.M)
+            if init.exists()
+            else None
+        )
         if not match:
             found.append(f"{init.relative_to(root)}: no __version__")
         elif match.group(1) != project["version"]:

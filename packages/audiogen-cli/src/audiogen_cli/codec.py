@@ -39,7 +39,9 @@ def codec() -> None:
 @click.option("--codebooks", type=click.IntRange(min=1), help="Codebooks to keep (default: all).")
 @model_option
 @offline_option
-def encode(audio_file: Path, output: Path, codebooks: int | None, model: str, offline: bool) -> None:
+def encode(
+    audio_file: Path, output: Path, codebooks: int | None, model: str, offline: bool
+) -> None:
     """Encode AUDIO_FILE (any format soundfile reads) to a .npz of codes."""
     from audiogen_core import audio
     from audiogen_core.codes import CodesFile, save_codes
@@ -61,7 +63,6 @@ def encode(audio_file: Path, output: Path, codebooks: int | None, model: str, of
 def decode(codes_file: Path, output: Path, model: str, offline: bool) -> None:
     """Decode a .npz of codes to an audio file (.wav / .flac / .ogg)."""
     import numpy as np
-
     from audiogen_core import audio
     from audiogen_core.codes import load_codes
     from audiogen_core.errors import InvalidInputError
@@ -85,7 +86,6 @@ def decode(codes_file: Path, output: Path, model: str, offline: bool) -> None:
 def roundtrip(audio_file: Path, output: Path, model: str, offline: bool) -> None:
     """Encode AUDIO_FILE and decode it again: hear what the codec keeps."""
     import numpy as np
-
     from audiogen_core import audio
 
     m = _load(model, offline)

@@ -64,7 +64,7 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, mx.array]:
         loaded = mx.load(str(p))
     except (RuntimeError, ValueError) as e:
         raise CorruptWeightsError(f"{p}: cannot load safetensors: {e}") from e
-    assert isinstance(loaded, dict)  # noqa: S101 - mx.load of .safetensors returns a dict
+    assert isinstance(loaded, dict)
     return loaded
 
 
@@ -123,20 +123,24 @@ def fuse_weight_norms(weights: Mapping[str, Array]) -> dict[str, Array]:
     """Replace every weight-norm pair (old ``weight_g/_v`` or new ``parametrizations``) by its
     fused ``weight``; other entries pass through unchanged."""
     out: dict[str, Array] = {}
-    for key, value in weights.items():
+    # A leading dot lets top-level keys ("weight_g" of a bare module) match the suffixes too.
+    dotted = {"." + k: v for k, v in weights.items()}
+    for key, value in dotted.items():
         for g_suffix, v_suffix, w_suffix in _WN_PAIRS:
             if key.endswith(g_suffix):
                 stem = key[: -len(g_suffix)]
-                if stem + v_suffix not in weights:
-                    raise MissingWeightsError(f"weight-norm pair incomplete: {stem + v_suffix}")
-                out[stem + w_suffix] = fuse_weight_norm(value, weights[stem + v_suffix])
+                if stem + v_suffix not in dotted:
+                    raise MissingWeightsError(
+                        f"weight-norm pair incomplete: {(stem + v_suffix)[1:]}"
+                    )
+                out[(stem + w_suffix)[1:]] = fuse_weight_norm(value, dotted[stem + v_suffix])
                 break
             if key.endswith(v_suffix):
-                if key[: -len(v_suffix)] + g_suffix not in weights:
-                    raise MissingWeightsError(f"weight-norm pair incomplete: {key}")
+                if key[: -len(v_suffix)] + g_suffix not in dotted:
+                    raise MissingWeightsError(f"weight-norm pair incomplete: {key[1:]}")
                 break
         else:
-            out[key] = value
+            out[key[1:]] = value
     return out
 
 

@@ -1,0 +1,87 @@
+"""backend: the OpenBLAS preload happens on import, is reported, warns when too late, and can be
+turned off. Each case runs in a fresh interpreter because the preload is once per process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HAS_OPENBLAS = any(
+    Path(p).exists()
+    for p in (
+        "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+        "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+        "/lib/x86_64-linux-gnu/libopenblas.so.0",
+    )
+)
+linux = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="OpenBLAS preload is Linux-only"
+)
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+    )
+
+
+REPORT = (
+    "import audiogen_core, json; from audiogen_core import backend; "
+    "print(json.dumps(backend.info()))"
+)
+
+
+@linux
+def test_import_preloads_system_openblas() -> None:
+    if not HAS_OPENBLAS:
+        pytest.fail("system OpenBLAS missing: install libopenblas0-pthread (.ci/run does)")
+    info = json.loads(_run(REPORT).stdout)
+    assert info["cpu blas"].startswith("OpenBLAS (")
+    maps = _run(
+        "import audiogen_core, mlx.core as mx; mx.eval(mx.ones((64,64)) @ mx.ones((64,64)));"
+        "print(open('/proc/self/maps').read())"
+    ).stdout
+    assert "libopenblas" in maps
+
+
+@linux
+def test_env_var_disables_preload() -> None:
+    proc = _run(REPORT, AUDIOGEN_NO_OPENBLAS="1")
+    info = json.loads(proc.stdout)
+    assert info["cpu blas"].startswith(
+        "MLX bundled reference BLAS (disabled by AUDIOGEN_NO_OPENBLAS"
+    )
+    assert "RuntimeWarning" not in proc.stderr
+
+
+@linux
+def test_warns_once_when_mlx_imported_first() -> None:
+    proc = _run(
+        "import mlx.core; import audiogen_core; from audiogen_core import backend;"
+        "backend.preload_openblas(); print(backend.active_blas())"
+    )
+    assert proc.stderr.count("mlx was imported before audiogen_core") == 1
+    assert "MLX bundled reference BLAS" in proc.stdout
+
+
+@linux
+def test_warns_when_no_openblas(tmp_path: Path) -> None:
+    proc = _run(REPORT, AUDIOGEN_OPENBLAS=str(tmp_path / "libmissing.so"))
+    assert "No system OpenBLAS found" in proc.stderr
+    assert "no system OpenBLAS found" in json.loads(proc.stdout)["cpu blas"]
+
+
+def test_info_reports_device_and_versions() -> None:
+    info = json.loads(_run(REPORT).stdout)
+    assert {"audiogen-core", "mlx", "device", "gpu backend", "cpu blas"} <= info.keys()
+    assert info["audiogen-core"] == "0.1.0"
