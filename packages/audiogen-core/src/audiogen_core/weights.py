@@ -64,7 +64,8 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, mx.array]:
         loaded = mx.load(str(p))
     except (RuntimeError, ValueError) as e:
         raise CorruptWeightsError(f"{p}: cannot load safetensors: {e}") from e
-    assert isinstance(loaded, dict)
+    if not isinstance(loaded, dict):
+        raise CorruptWeightsError(f"{p}: not a safetensors tensor table")
     return loaded
 
 
