@@ -1,0 +1,96 @@
+"""MusicGen decoder configuration, read from transformers' ``MusicgenDecoderConfig`` (the
+``decoder`` part of a ``MusicgenConfig``; transformers ``models/musicgen/configuration_musicgen.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from audiogen_core.errors import InvalidInputError
+
+# transformers ACT2FN names a MusicGen decoder config can select.
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    vocab_size: int = 2048
+    max_position_embeddings: int = 2048
+    num_hidden_layers: int = 24
+    ffn_dim: int = 4096
+    num_attention_heads: int = 16
+    hidden_size: int = 1024
+    num_codebooks: int = 4
+    audio_channels: int = 1
+    activation_function: str = "gelu"
+    scale_embedding: bool = False
+    pad_token_id: int = 2048
+    bos_token_id: int = 2048
+    tie_word_embeddings: bool = False
+    cross_attention_hidden_size: int | None = None
+    # Width of the text encoder's states. Not part of the upstream decoder config: it comes from
+    # the composite config's ``text_encoder`` (see ``from_composite``) and decides, as in
+    # transformers' MusicgenForConditionalGeneration.__init__, whether ``enc_to_dec_proj`` exists.
+    text_encoder_hidden_size: int | None = None
+    layer_norm_eps: float = 1e-5  # torch nn.LayerNorm default; upstream does not configure it
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise InvalidInputError(
+                f"hidden_size {self.hidden_size} is not divisible by "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        if self.audio_channels not in (1, 2):
+            raise InvalidInputError(f"audio_channels must be 1 or 2, got {self.audio_channels}")
+        if self.audio_channels == 2 and self.num_codebooks % 2:
+            raise InvalidInputError(
+                f"stereo needs an even number of codebooks, got {self.num_codebooks}"
+            )
+        if self.activation_function not in ACTIVATIONS:
+            raise InvalidInputError(
+                f"activation_function {self.activation_function!r} is not supported "
+                f"(known: {', '.join(ACTIVATIONS)})"
+            )
+        if self.tie_word_embeddings:
+            # Upstream cannot tie either: the tables have vocab_size + 1 rows, the heads vocab_size.
+            raise InvalidInputError("tie_word_embeddings=True is not supported by MusicGen")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def codebooks_per_channel(self) -> int:
+        return self.num_codebooks // self.audio_channels
+
+    @property
+    def codebook_delays(self) -> list[int]:
+        """Delay (in steps) of each codebook: mono ``[0, 1, 2, 3]``; stereo interleaves left and
+        right codebooks (index ``2k`` left, ``2k + 1`` right), so ``[0, 0, 1, 1, 2, 2, 3, 3]``."""
+        return [k // self.audio_channels for k in range(self.num_codebooks)]
+
+    @property
+    def has_enc_to_dec_proj(self) -> bool:
+        # transformers: the projection exists when the text width differs from the decoder width
+        # and cross_attention_hidden_size is unset.
+        return (
+            self.text_encoder_hidden_size is not None
+            and self.text_encoder_hidden_size != self.hidden_size
+            and self.cross_attention_hidden_size is None
+        )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DecoderConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})  # upstream configs carry extras
+
+    @classmethod
+    def from_composite(cls, d: Mapping[str, Any]) -> DecoderConfig:
+        """From a full ``MusicgenConfig`` dict (``config.json`` of a hub MusicGen repo): the
+        ``decoder`` section plus the text encoder's width."""
+        if "decoder" not in d:
+            raise InvalidInputError("MusicGen config has no 'decoder' section")
+        text = d.get("text_encoder") or {}
+        width = text.get("hidden_size", text.get("d_model"))
+        return cls.from_dict({**d["decoder"], "text_encoder_hidden_size": width})

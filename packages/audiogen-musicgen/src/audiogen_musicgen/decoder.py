@@ -1,0 +1,243 @@
+"""The MusicGen decoder: a pre-LayerNorm transformer LM over K parallel EnCodec codebooks.
+
+Ported from transformers ``models/musicgen/modeling_musicgen.py`` (``MusicgenForCausalLM`` and the
+``enc_to_dec_proj`` of ``MusicgenForConditionalGeneration``). Attribute names mirror the upstream
+keys after stripping ``decoder.model.decoder.``, except where ``weights.sanitize`` fuses upstream
+tensors into one (fewer primitives per decoding step; on a GPU the host cost of each primitive,
+not the arithmetic, bounds the speed of a batch-2 decoder step):
+
+- ``embed_tokens``: the K tables ``embed_tokens.{k}`` stacked into one ``(K·(V+1), D)`` table,
+  looked up with per-codebook offsets, so the summed embedding is one gather and one sum;
+- ``self_attn.qkv_proj``: ``q_proj``, ``k_proj``, ``v_proj`` concatenated;
+- ``encoder_attn.kv_proj``: ``k_proj``, ``v_proj`` concatenated (run once per generation);
+- ``lm_heads``: the K heads ``lm_heads.{k}`` as one ``Linear(D, K·V)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from audiogen_musicgen.config import DecoderConfig
+
+_ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
+    "gelu": nn.gelu,  # exact (erf) GELU, torch's nn.GELU() / ACT2FN["gelu"]
+    "gelu_new": nn.gelu_approx,
+    "gelu_pytorch_tanh": nn.gelu_approx,
+    "relu": nn.relu,
+    "silu": nn.silu,
+    "swish": nn.silu,
+}
+
+
+@lru_cache(maxsize=8)
+def _sinusoids(num_positions: int, dim: int) -> np.ndarray:
+    """transformers' ``MusicgenSinusoidalPositionalEmbedding.get_embedding`` (tensor2tensor
+    style): **cos first, then sin**, frequencies ``exp(-i·log(10000)/(half - 1))``, computed in
+    float32 like torch."""
+    half = dim // 2
+    scale = np.float32(math.log(10000) / (half - 1))
+    freqs = np.exp(np.arange(half, dtype=np.float32) * -scale)
+    angles = np.arange(num_positions, dtype=np.float32)[:, None] * freqs[None, :]
+    emb = np.concatenate([np.cos(angles), np.sin(angles)], axis=1)
+    if dim % 2:
+        emb = np.concatenate([emb, np.zeros((num_positions, 1), np.float32)], axis=1)
+    return emb.astype(np.float32)
+
+
+class KVCache:
+    """Attention state for one generation, passed explicitly to ``MusicGenDecoder.step``.
+
+    Self-attention K/V are preallocated for the whole generation, shape ``(B, heads, max_len,
+    head_dim)`` per layer, and written at the step offset with a slice update (which reuses the
+    buffer once the previous array is no longer referenced) instead of growing by concatenation.
+    Cross-attention K/V and the additive key mask are computed once from the encoder states.
+    """
+
+    def __init__(
+        self,
+        config: DecoderConfig,
+        batch: int,
+        max_len: int,
+        cross_kv: list[tuple[mx.array, mx.array]],
+        cross_mask: mx.array | None,
+        dtype: mx.Dtype = mx.float32,
+    ) -> None:
+        shape = (batch, config.num_attention_heads, max_len, config.head_dim)
+        self.keys = [mx.zeros(shape, dtype) for _ in range(config.num_hidden_layers)]
+        self.values = [mx.zeros(shape, dtype) for _ in range(config.num_hidden_layers)]
+        self.cross_kv = cross_kv
+        self.cross_mask = cross_mask
+        self.max_len = max_len
+        self.offset = 0
+
+    def update(self, layer: int, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
+        """Write ``k``, ``v`` (B, heads, T, head_dim) at the current offset and return the
+        valid prefix of the layer's cache (the offset advances in ``MusicGenDecoder.step``)."""
+        start, end = self.offset, self.offset + k.shape[2]
+        self.keys[layer][:, :, start:end, :] = k
+        self.values[layer][:, :, start:end, :] = v
+        return self.keys[layer][:, :, :end, :], self.values[layer][:, :, :end, :]
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.scale = config.head_dim**-0.5
+        self.qkv_proj = nn.Linear(d, 3 * d, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=False)
+
+    def __call__(self, x: mx.array, cache: KVCache, layer: int) -> mx.array:
+        b, t, _ = x.shape
+        qkv = self.qkv_proj(x).reshape(b, t, 3, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
+        k, v = cache.update(layer, qkv[1], qkv[2])
+        # Keys end at the query block's end, so the bottom-right aligned "causal" mask is exact;
+        # one query needs no mask at all.
+        mask = "causal" if t > 1 else None
+        out = mx.fast.scaled_dot_product_attention(qkv[0], k, v, scale=self.scale, mask=mask)
+        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.scale = config.head_dim**-0.5
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.kv_proj = nn.Linear(d, 2 * d, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=False)
+
+    def keys_values(self, states: mx.array) -> tuple[mx.array, mx.array]:
+        b, s, _ = states.shape
+        kv = self.kv_proj(states).reshape(b, s, 2, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
+        return kv[0], kv[1]
+
+    def __call__(
+        self, x: mx.array, kv: tuple[mx.array, mx.array], mask: mx.array | None
+    ) -> mx.array:
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.num_heads, -1).transpose(0, 2, 1, 3)
+        out = mx.fast.scaled_dot_product_attention(q, kv[0], kv[1], scale=self.scale, mask=mask)
+        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        eps = config.layer_norm_eps
+        self.self_attn = SelfAttention(config)
+        self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.encoder_attn = CrossAttention(config)
+        self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.fc1 = nn.Linear(d, config.ffn_dim, bias=False)
+        self.fc2 = nn.Linear(config.ffn_dim, d, bias=False)
+        self.final_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.activation = _ACTIVATIONS[config.activation_function]
+
+    def __call__(self, x: mx.array, cache: KVCache, layer: int) -> mx.array:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), cache, layer)
+        x = x + self.encoder_attn(
+            self.encoder_attn_layer_norm(x), cache.cross_kv[layer], cache.cross_mask
+        )
+        return x + self.fc2(self.activation(self.fc1(self.final_layer_norm(x))))
+
+
+class MusicGenDecoder(nn.Module):
+    """Delay-patterned codebook LM; attribute names mirror upstream keys so loading is a rename
+    (plus the fusions listed in the module docstring)."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, k, v = config.hidden_size, config.num_codebooks, config.vocab_size
+        self.embed_tokens = nn.Embedding(k * (v + 1), d)
+        self.layers = [DecoderLayer(config) for _ in range(config.num_hidden_layers)]
+        self.layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.lm_heads = nn.Linear(d, k * v, bias=False)
+        if config.has_enc_to_dec_proj:
+            assert config.text_encoder_hidden_size is not None
+            # nn.Linear default in transformers: this one has a bias.
+            self.enc_to_dec_proj = nn.Linear(config.text_encoder_hidden_size, d)
+        # Upstream computes embed_scale from scale_embedding but never applies it: neither do we.
+        self._codebook_offsets = mx.arange(k, dtype=mx.int32)[:, None] * (v + 1)
+        self._positions: mx.array | None = None
+
+    def positions(self, length: int) -> mx.array:
+        """The sinusoid table, at least ``length`` rows (upstream also grows it past
+        ``max_position_embeddings`` on demand); built once, not per step."""
+        if self._positions is None or self._positions.shape[0] < length:
+            n = max(self.config.max_position_embeddings, length)
+            self._positions = mx.array(_sinusoids(n, self.config.hidden_size))
+        return self._positions
+
+    def encoder_states(
+        self, encoder_hidden_states: mx.array, encoder_attention_mask: mx.array | None
+    ) -> mx.array:
+        """The cross-attention input: ``enc_to_dec_proj`` (when configured), then pads zeroed by
+        the mask, exactly as ``MusicgenForConditionalGeneration.forward``."""
+        states = encoder_hidden_states
+        if self.config.has_enc_to_dec_proj:
+            states = self.enc_to_dec_proj(states)
+        if encoder_attention_mask is not None:
+            states = states * encoder_attention_mask[..., None].astype(states.dtype)
+        return states
+
+    def make_cache(
+        self,
+        encoder_hidden_states: mx.array,
+        encoder_attention_mask: mx.array | None,
+        max_len: int,
+    ) -> KVCache:
+        """A cache for ``max_len`` decoder positions with the cross-attention K/V precomputed.
+
+        ``encoder_hidden_states`` are the text encoder's outputs (B, S, D_text) before
+        ``enc_to_dec_proj``; ``encoder_attention_mask`` (B, S) marks real tokens with 1. A row of
+        all zeros (CFG's unconditional branch) attends uniformly to zero values, giving zero, as
+        transformers does."""
+        states = self.encoder_states(encoder_hidden_states, encoder_attention_mask)
+        dtype = states.dtype
+        mask = None
+        if encoder_attention_mask is not None:
+            keep = encoder_attention_mask.astype(mx.bool_)[:, None, None, :]
+            # Finite, like transformers' finfo.min: a fully masked row stays NaN-free.
+            mask = mx.where(keep, mx.array(0.0, dtype), mx.array(mx.finfo(dtype).min, dtype))
+        cross_kv = [layer.encoder_attn.keys_values(states) for layer in self.layers]
+        return KVCache(self.config, states.shape[0], max_len, cross_kv, mask, dtype)
+
+    def embed(self, input_ids: mx.array, offset: int) -> mx.array:
+        """Summed codebook embeddings plus positions: ``(B, K, T)`` ids -> ``(B, T, D)``."""
+        t = input_ids.shape[-1]
+        x = self.embed_tokens(input_ids + self._codebook_offsets).sum(axis=1)
+        return x + self.positions(offset + t)[offset : offset + t].astype(x.dtype)
+
+    def step(self, input_ids: mx.array, cache: KVCache) -> mx.array:
+        """Run ``(B, K, T)`` ids at the cache's offset; returns logits ``(B, K, T, V)`` and
+        advances the offset by T."""
+        b, k, t = input_ids.shape
+        if cache.offset + t > cache.max_len:
+            raise ValueError(f"KV cache holds {cache.max_len} positions, need {cache.offset + t}")
+        x = self.embed(input_ids, cache.offset)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cache, i)
+        cache.offset += t
+        logits = self.lm_heads(self.layer_norm(x))  # (B, T, K·V)
+        return logits.reshape(b, t, k, -1).transpose(0, 2, 1, 3)
+
+    def __call__(
+        self,
+        input_ids: mx.array,
+        encoder_hidden_states: mx.array,
+        encoder_attention_mask: mx.array | None = None,
+    ) -> mx.array:
+        """Teacher forcing: ``(B, K, T)`` ids -> logits ``(B, K, T, V)`` (causal)."""
+        cache = self.make_cache(encoder_hidden_states, encoder_attention_mask, input_ids.shape[-1])
+        return self.step(input_ids, cache)

@@ -1,0 +1,236 @@
+"""Codebook delay pattern, classifier-free guidance and on-device sampling for the MusicGen
+decoder (transformers ``MusicgenForConditionalGeneration.generate`` and its logits processors).
+
+Delay pattern: codebook k of a channel lags k steps, so N frames take N + K_channel − 1 decoding
+steps after the start token; slots outside a codebook's window hold the pad id (= vocab size),
+which the heads never produce. Stereo interleaves left and right codebooks (2k left, 2k + 1 right)
+with the same delay for both, so delays are ``[0, 0, 1, 1, 2, 2, 3, 3]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from audiogen_core.errors import InvalidInputError
+
+from audiogen_musicgen.decoder import MusicGenDecoder
+
+Array = Any  # np.ndarray or mx.array
+
+
+def codebook_delays(num_codebooks: int, audio_channels: int = 1) -> list[int]:
+    """``[0, 1, 2, 3]`` for mono, ``[0, 0, 1, 1, 2, 2, 3, 3]`` for stereo (interleaved)."""
+    return [k // audio_channels for k in range(num_codebooks)]
+
+
+def build_delay_pattern_mask(
+    input_ids: np.ndarray, pad_token_id: int, max_length: int, audio_channels: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Port of transformers ``MusicgenForCausalLM.build_delay_pattern_mask`` on ``(B, K, T)``
+    prompts. Returns the prompt cut before the first slot to predict ``(B, K, start)`` and the
+    pattern ``(B, K, max_length)``: -1 where a token is to be predicted, else the value to force
+    (the prompt, or ``pad_token_id`` in the delay triangles)."""
+    ids = np.asarray(input_ids, dtype=np.int64)
+    bsz, num_codebooks, seq_len = ids.shape
+    shifted = np.full((bsz, num_codebooks, max_length), -1, dtype=np.int64)
+    channel_codebooks = num_codebooks // 2 if audio_channels == 2 else num_codebooks
+    if max_length < 2 * channel_codebooks - 1:
+        return ids, shifted
+    for codebook in range(channel_codebooks):
+        # Left/right codebooks are interleaved in stereo: both rows share the delay.
+        rows = (codebook,) if audio_channels == 1 else (2 * codebook, 2 * codebook + 1)
+        for row in rows:
+            shifted[:, row, codebook : seq_len + codebook] = ids[:, row]
+    ones = np.ones((channel_codebooks, max_length), dtype=bool)
+    pattern = np.triu(ones, k=max_length - channel_codebooks + 1) | np.tril(ones)
+    if audio_channels == 2:
+        pattern = np.repeat(pattern, 2, axis=0)
+    mask = np.where(pattern[None], pad_token_id, shifted)
+    starts = np.nonzero(mask[:, 0, :] == -1)[1]
+    first_start = int(starts.min()) if starts.size else seq_len
+    return mask[..., :first_start], mask
+
+
+def apply_delay_pattern_mask(input_ids: Array, pattern: Array) -> Array:
+    """transformers ``apply_delay_pattern_mask``: keep ids where the pattern is -1, else force
+    the pattern's value (numpy or MLX arrays)."""
+    xp: Any = mx if isinstance(input_ids, mx.array) else np
+    pattern = pattern[..., : input_ids.shape[-1]]
+    return xp.where(pattern == -1, input_ids, pattern)
+
+
+def delay_codes(codes: Array, delays: Sequence[int], pad_token_id: int) -> np.ndarray:
+    """Codes ``(B, K, F)`` -> the delayed sequence ``(B, K, 1 + max(delays) + F)`` that generation
+    produces: a start slot, then codebook k's frames from position ``delays[k] + 1``, pads
+    elsewhere."""
+    c = np.asarray(codes)
+    bsz, num_codebooks, frames = c.shape
+    seq = np.full((bsz, num_codebooks, 1 + max(delays) + frames), pad_token_id, dtype=c.dtype)
+    for k, d in enumerate(delays):
+        seq[:, k, d + 1 : d + 1 + frames] = c[:, k]
+    return seq
+
+
+def undo_delay_pattern(seq: Array, delays: Sequence[int], num_frames: int) -> Array:
+    """Inverse of ``delay_codes``: ``(B, K, L)`` -> ``(B, K, num_frames)``."""
+    rows = [seq[:, k, d + 1 : d + 1 + num_frames] for k, d in enumerate(delays)]
+    xp: Any = mx if isinstance(seq, mx.array) else np
+    return xp.stack(rows, axis=1)
+
+
+def validate_sampling(
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    guidance_scale: float | None = None,
+) -> None:
+    """Range checks for the sampling knobs (SPEC §3); raises ``InvalidInputError``."""
+    if not (isinstance(temperature, int | float) and math.isfinite(temperature)) or not (
+        temperature > 0
+    ):
+        raise InvalidInputError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise InvalidInputError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, int | float) and 0 < top_p <= 1):
+        raise InvalidInputError(f"top_p must be in (0, 1], got {top_p!r}")
+    if guidance_scale is not None and not (
+        isinstance(guidance_scale, int | float) and math.isfinite(guidance_scale)
+    ):
+        raise InvalidInputError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+    if guidance_scale is not None and guidance_scale < 0:
+        raise InvalidInputError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
+
+
+def top_k_filter(logits: mx.array, k: int) -> mx.array:
+    """transformers ``TopKLogitsWarper``: logits below the k-th largest become -inf (ties with
+    the k-th are kept)."""
+    if k >= logits.shape[-1]:
+        return logits
+    kth = mx.min(mx.topk(logits, k, axis=-1), axis=-1, keepdims=True)
+    return mx.where(logits < kth, mx.array(-mx.inf, logits.dtype), logits)
+
+
+def top_p_filter(logits: mx.array, p: float) -> mx.array:
+    """transformers ``TopPLogitsWarper``: ascending sort, drop tokens whose cumulative probability
+    is <= 1 − p, always keeping the most likely one. Done as a threshold on the logits (the
+    removed set is a prefix of the ascending order), so no scatter back is needed."""
+    if p >= 1.0:
+        return logits
+    ascending = mx.sort(logits, axis=-1)
+    cumulative = mx.cumsum(mx.softmax(ascending.astype(mx.float32), axis=-1), axis=-1)
+    removed = mx.sum(cumulative <= 1 - p, axis=-1, keepdims=True)
+    removed = mx.minimum(removed, logits.shape[-1] - 1)
+    threshold = mx.take_along_axis(ascending, removed, axis=-1)
+    return mx.where(logits < threshold, mx.array(-mx.inf, logits.dtype), logits)
+
+
+def sample_next(
+    logits: mx.array,
+    key: mx.array | None,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = 250,
+    top_p: float | None = None,
+    greedy: bool = False,
+) -> mx.array:
+    """One token per row of ``logits (..., V)``, on device: argmax when ``greedy``, else
+    temperature, top-k, top-p (transformers' warper order) and a categorical draw with ``key``."""
+    if greedy:
+        return mx.argmax(logits, axis=-1).astype(mx.int32)
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return mx.random.categorical(logits, axis=-1, key=key).astype(mx.int32)
+
+
+def generate_codes(
+    decoder: MusicGenDecoder,
+    encoder_states: mx.array,
+    mask: mx.array | None,
+    num_frames: int,
+    *,
+    guidance_scale: float | None = 3.0,
+    top_k: int | None = 250,
+    top_p: float | None = None,
+    temperature: float = 1.0,
+    key: mx.array | int | None = None,
+    greedy: bool = False,
+) -> mx.array:
+    """Generate ``num_frames`` frames of codes ``(B, K, num_frames)`` (delay undone, pads gone).
+
+    ``encoder_states`` (B, S, D_text) are the text encoder's outputs, ``mask`` (B, S) marks real
+    tokens (None: all real). As in transformers, CFG runs when ``guidance_scale > 1`` on a doubled
+    batch ``[cond; uncond]`` whose unconditional half has zeroed states and an all-zero mask, and
+    the logits become ``uncond + scale·(cond − uncond)`` before sampling. ``key`` (an
+    ``mx.random.key`` or a seed) drives sampling: the same key gives the same codes.
+    """
+    validate_sampling(
+        temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale
+    )
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise InvalidInputError(f"num_frames must be an integer >= 1, got {num_frames!r}")
+    if encoder_states.ndim != 3:
+        raise InvalidInputError(
+            f"encoder_states must be (batch, tokens, width), got shape {encoder_states.shape}"
+        )
+    config = decoder.config
+    bsz, num_codebooks = encoder_states.shape[0], config.num_codebooks
+    delays = config.codebook_delays
+    steps = num_frames + max(delays)
+    pad = config.pad_token_id
+    if greedy:
+        keys = None
+    else:
+        if key is None:
+            raise InvalidInputError("sampling needs a random key or seed (or greedy=True)")
+        base = mx.random.key(key) if isinstance(key, int) else key
+        keys = mx.random.split(base, steps)
+
+    if mask is None:
+        mask = mx.ones(encoder_states.shape[:2], dtype=mx.int32)
+    cfg = guidance_scale is not None and guidance_scale > 1
+    scale = float(guidance_scale) if guidance_scale is not None else 1.0
+    if cfg:
+        encoder_states = mx.concatenate([encoder_states, mx.zeros_like(encoder_states)])
+        mask = mx.concatenate([mask, mx.zeros_like(mask)])
+    cache = decoder.make_cache(encoder_states, mask, steps)
+
+    # valid[t] says which codebooks keep the token predicted at step t (for position t + 1);
+    # the others are forced to pad, as apply_delay_pattern_mask does upstream.
+    positions = np.arange(1, steps + 1)[:, None]
+    d = np.asarray(delays)[None, :]
+    valid = mx.array((positions >= d + 1) & (positions <= d + num_frames))
+
+    tokens = mx.full((bsz, num_codebooks, 1), pad, dtype=mx.int32)
+    outputs = []
+    for t in range(steps):
+        inputs = mx.concatenate([tokens, tokens]) if cfg else tokens
+        logits = decoder.step(inputs, cache)[:, :, -1, :]
+        if cfg:
+            cond, uncond = logits[:bsz], logits[bsz:]
+            logits = uncond + scale * (cond - uncond)
+        nxt = sample_next(
+            logits,
+            None if keys is None else keys[t],
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            greedy=greedy,
+        )
+        nxt = mx.where(valid[t], nxt, pad)
+        outputs.append(nxt)
+        tokens = nxt[..., None]
+        # Queue this step while the host builds the next one; no host sync in the loop.
+        mx.async_eval(tokens)
+    seq = mx.concatenate(
+        [mx.full((bsz, num_codebooks, 1), pad, mx.int32), mx.stack(outputs, -1)], -1
+    )
+    return undo_delay_pattern(seq, delays, num_frames)

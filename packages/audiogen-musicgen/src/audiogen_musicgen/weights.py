@@ -1,0 +1,92 @@
+"""Upstream MusicGen decoder weights -> ``MusicGenDecoder`` parameters.
+
+Source keys are those of transformers' ``MusicgenForConditionalGeneration`` state dict:
+``decoder.model.decoder.*`` (embeddings, layers, final norm), ``decoder.lm_heads.{k}.weight`` and
+``enc_to_dec_proj.{weight,bias}``. ``text_encoder.*`` and ``audio_encoder.*`` belong to other
+modules and are ignored here. Besides the prefix strip, tensors are fused (see ``decoder``):
+
+=======================================================  ============================================
+upstream (after ``decoder.model.decoder.``)              ours
+=======================================================  ============================================
+``embed_tokens.{k}.weight`` (V+1, D) for k < K           ``embed_tokens.weight`` (K·(V+1), D)
+``layers.N.self_attn.{q,k,v}_proj.weight``               ``layers.N.self_attn.qkv_proj.weight``
+``layers.N.encoder_attn.{k,v}_proj.weight``              ``layers.N.encoder_attn.kv_proj.weight``
+``decoder.lm_heads.{k}.weight`` (V, D)                   ``lm_heads.weight`` (K·V, D)
+``embed_positions.weights`` (non-persistent buffer)      dropped (recomputed)
+=======================================================  ============================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import mlx.core as mx
+from audiogen_core.errors import MissingWeightsError
+from audiogen_core.weights import load_into
+
+from audiogen_musicgen.config import DecoderConfig
+from audiogen_musicgen.decoder import MusicGenDecoder
+
+DECODER_PREFIX = "decoder.model.decoder."
+HEADS_PREFIX = "decoder.lm_heads."
+PROJ_PREFIX = "enc_to_dec_proj."
+
+
+def _take(weights: dict[str, mx.array], key: str, source: str) -> mx.array:
+    try:
+        return weights.pop(key)
+    except KeyError:
+        raise MissingWeightsError(f"{source}: missing weight {key}") from None
+
+
+def _numbered(keys: set[str], pattern: str) -> list[int]:
+    regex = re.compile(pattern)
+    return sorted({int(m.group(1)) for k in keys if (m := regex.fullmatch(k))})
+
+
+def sanitize(upstream: Mapping[str, mx.array], *, source: str = "weights") -> dict[str, mx.array]:
+    """Map a MusicgenForConditionalGeneration state dict's decoder part onto our parameter names,
+    fusing the tensors listed in the module docstring. ``source`` names the file in errors."""
+    rest: dict[str, mx.array] = {}
+    for key, value in upstream.items():
+        if key.startswith(DECODER_PREFIX):
+            rest[key[len(DECODER_PREFIX) :]] = value
+        elif key.startswith(HEADS_PREFIX):
+            rest["lm_heads." + key[len(HEADS_PREFIX) :]] = value
+        elif key.startswith(PROJ_PREFIX):
+            rest[key] = value
+    if not rest:
+        raise MissingWeightsError(f"{source}: no MusicGen decoder weights ({DECODER_PREFIX}*)")
+    rest.pop("embed_positions.weights", None)
+
+    out: dict[str, mx.array] = {}
+    codebooks = _numbered(set(rest), r"embed_tokens\.(\d+)\.weight")
+    if not codebooks:
+        raise MissingWeightsError(f"{source}: missing weight {DECODER_PREFIX}embed_tokens.0.weight")
+    out["embed_tokens.weight"] = mx.concatenate(
+        [_take(rest, f"embed_tokens.{k}.weight", source) for k in range(len(codebooks))]
+    )
+    out["lm_heads.weight"] = mx.concatenate(
+        [_take(rest, f"lm_heads.{k}.weight", source) for k in range(len(codebooks))]
+    )
+    for n in _numbered(set(rest), r"layers\.(\d+)\..*"):
+        p = f"layers.{n}."
+        out[p + "self_attn.qkv_proj.weight"] = mx.concatenate(
+            [_take(rest, f"{p}self_attn.{x}_proj.weight", source) for x in "qkv"]
+        )
+        out[p + "encoder_attn.kv_proj.weight"] = mx.concatenate(
+            [_take(rest, f"{p}encoder_attn.{x}_proj.weight", source) for x in "kv"]
+        )
+    # Everything else keeps its (stripped) name; unknown leftovers surface in load_into(strict).
+    out.update(rest)
+    return out
+
+
+def load_decoder(
+    config: DecoderConfig, upstream: Mapping[str, mx.array], *, source: str = "weights"
+) -> MusicGenDecoder:
+    """A ``MusicGenDecoder`` holding ``upstream`` (transformers keys), loaded strictly."""
+    model = MusicGenDecoder(config)
+    load_into(model, sanitize(upstream, source=source), source=source, strict=True)
+    return model
