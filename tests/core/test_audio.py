@@ -418,6 +418,31 @@ def test_write_clips_with_warning(tmp_path: Path) -> None:
     np.testing.assert_array_equal(audio.read(out)[0], [[0.5, 1.0, -1.0, 1.0]])
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 2), st.integers(1, 50)),
+        elements=st.floats(-1.0, 1.0, width=32),
+    ),
+    st.sampled_from([np.nan, np.inf, -np.inf]),
+    st.data(),
+)
+def test_property_any_non_finite_sample_is_rejected(
+    tmp_path_factory: pytest.TempPathFactory, x: np.ndarray, bad: float, data: st.DataObject
+) -> None:
+    c = data.draw(st.integers(0, x.shape[0] - 1))
+    n = data.draw(st.integers(0, x.shape[1] - 1))
+    x[c, n] = bad
+    folder = tmp_path_factory.mktemp("nonfinite")
+    with pytest.raises(InvalidInputError, match="NaN"):
+        audio.write(folder / "x.wav", x, 16000)
+    assert list(folder.iterdir()) == []
+    for normalise in (audio.peak_normalize, audio.rms_normalize):
+        with pytest.raises(InvalidInputError, match="NaN"):
+            normalise(x)
+
+
 # Reading bad files
 
 
@@ -453,6 +478,16 @@ def test_read_bad_files_name_the_file(tmp_path: Path, kind: str, match: str) -> 
     path = bad_files(tmp_path)[kind]
     with pytest.raises(AudioFileError, match=match) as info:
         audio.read(path)
+    assert str(path) in str(info.value)
+
+
+def test_read_conversion_errors_name_the_file(tmp_path: Path) -> None:
+    path = audio.write(tmp_path / "stereo.wav", noise((2, 100)), SR)
+    with pytest.raises(InvalidInputError, match="cannot convert 2 channels to 3") as info:
+        audio.read(path, channels=3)
+    assert str(path) in str(info.value)
+    with pytest.raises(InvalidInputError, match="sample_rate") as info:
+        audio.read(path, sample_rate=0)
     assert str(path) in str(info.value)
 
 

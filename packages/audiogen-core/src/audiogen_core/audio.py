@@ -135,12 +135,15 @@ def read(
     if not np.isfinite(audio).all():
         raise AudioFileError(f"{p}: audio file contains NaN or infinite samples")
     sr = int(sr)
-    if sample_rate is not None:
-        target = _check_int_rate(sample_rate, "sample_rate")
-        audio = resample(audio, sr, target)
-        sr = target
-    if channels is not None:
-        audio = to_channels(audio, channels)
+    try:
+        if sample_rate is not None:
+            target = _check_int_rate(sample_rate, "sample_rate")
+            audio = resample(audio, sr, target)
+            sr = target
+        if channels is not None:
+            audio = to_channels(audio, channels)
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{p}: {e}") from e
     return audio, sr
 
 
