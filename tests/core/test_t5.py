@@ -183,7 +183,7 @@ def test_missing_config_and_weights(t5_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=r"config\.json"):
         T5Encoder.from_pretrained(tmp_path)
     shutil.copy(t5_dir / "relu" / "config.json", tmp_path / "config.json")
-    with pytest.raises(WeightsError, match="no model.safetensors"):
+    with pytest.raises(WeightsError, match=r"no model\.safetensors"):
         T5Encoder.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text('{"d_model": 8, "feed_forward_proj": "bad-gelu"}')
     with pytest.raises(WeightsError, match=r"config\.json.*feed_forward_proj"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
 import json
 import os
 from pathlib import Path
@@ -129,14 +130,27 @@ def _load_tokenizer_json(path: Path) -> Tokenizer:
     return tokenizer
 
 
+def _missing_modules(names: tuple[str, ...]) -> list[str]:
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def _convert_spiece(root: Path) -> Tokenizer:
-    try:
-        from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # lazy alias in v5
-    except ImportError as e:
+    # transformers reads spiece.model with sentencepiece's protobuf schema; without protobuf it
+    # silently falls back to a tiktoken reader and fails with an unrelated message, so check first.
+    missing = _missing_modules(("transformers", "sentencepiece", "google.protobuf"))
+    if missing:
         raise WeightsError(
-            f"{root}: has only spiece.model; converting it needs transformers and sentencepiece "
-            "(pip install transformers sentencepiece), or supply a tokenizer.json"
-        ) from e
+            f"{root}: has only spiece.model; converting it needs {', '.join(missing)} "
+            "(pip install transformers sentencepiece protobuf), or supply a tokenizer.json"
+        )
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # lazy alias in v5
+
     try:
         converted = T5TokenizerFast.from_pretrained(str(root))
     except (ImportError, OSError, ValueError) as e:
