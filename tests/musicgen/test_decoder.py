@@ -1,0 +1,250 @@
+"""MusicGen decoder vs transformers' ``MusicgenForConditionalGeneration`` (decoder side).
+
+Fixture tests (no torch) use tests/fixtures/musicgen_decoder (tools/fixtures/musicgen_decoder.py):
+teacher-forcing logits, the raw per-step logits of a greedy CFG-3.0 generation replayed through
+our KV cache, and the generated codes themselves, mono and stereo, on a padded two-prompt batch.
+Live tests rebuild fresh random models with torch and compare the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from audiogen_core.errors import InvalidInputError, MissingWeightsError
+from audiogen_core.weights import load_safetensors
+from audiogen_musicgen.config import DecoderConfig
+from audiogen_musicgen.decoder import KVCache, MusicGenDecoder, _sinusoids
+from audiogen_musicgen.sampling import delay_codes, generate_codes
+from audiogen_musicgen.weights import load_decoder, sanitize
+
+ATOL = 1e-4  # logits, float32
+ROOT = Path(__file__).resolve().parents[2]
+VARIANTS = ("mono", "stereo")
+
+
+def _builder() -> ModuleType:
+    """The fixture builder, whose tiny-model factory the live tests reuse."""
+    path = ROOT / "tools" / "fixtures" / "musicgen_decoder.py"
+    spec = importlib.util.spec_from_file_location("musicgen_decoder_builder", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _load_fixture(fixtures_dir: Path, name: str) -> tuple[MusicGenDecoder, dict[str, np.ndarray]]:
+    d = fixtures_dir / "musicgen_decoder" / name
+    config = DecoderConfig.from_composite(json.loads((d / "config.json").read_text()))
+    path = d / "decoder.safetensors"
+    model = load_decoder(config, load_safetensors(path), source=str(path))
+    with np.load(d / "data.npz") as z:
+        data = {k: z[k] for k in z.files}
+    return model, data
+
+
+def _replay_logits(
+    model: MusicGenDecoder, states: mx.array, mask: mx.array, codes: np.ndarray
+) -> np.ndarray:
+    """Feed the delayed sequence of ``codes`` one step at a time through the KV cache on the CFG
+    batch [cond; uncond]: the raw logits (steps, 2B, K, V) generation saw."""
+    config = model.config
+    seq = delay_codes(codes, config.codebook_delays, config.pad_token_id)
+    steps = seq.shape[-1] - 1
+    cache = model.make_cache(
+        mx.concatenate([states, mx.zeros_like(states)]),
+        mx.concatenate([mask, mx.zeros_like(mask)]),
+        steps,
+    )
+    out = []
+    for t in range(steps):
+        tokens = mx.array(seq[..., t : t + 1])
+        out.append(model.step(mx.concatenate([tokens, tokens]), cache)[:, :, 0])
+    return np.array(mx.stack(out))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_teacher_forcing_logits_match_transformers(fixtures_dir: Path, name: str) -> None:
+    model, data = _load_fixture(fixtures_dir, name)
+    logits = model(
+        mx.array(data["tf_input_ids"]),
+        mx.array(data["encoder_hidden_states"]),
+        mx.array(data["attention_mask"]),
+    )
+    assert logits.shape == data["tf_logits"].shape
+    np.testing.assert_allclose(np.array(logits), data["tf_logits"], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_cached_steps_match_generation_logits_every_step(fixtures_dir: Path, name: str) -> None:
+    model, data = _load_fixture(fixtures_dir, name)
+    got = _replay_logits(
+        model,
+        mx.array(data["encoder_hidden_states"]),
+        mx.array(data["attention_mask"]),
+        data["codes"],
+    )
+    assert got.shape == data["gen_logits"].shape
+    assert got.shape[0] >= 53
+    err = np.abs(got - data["gen_logits"]).max(axis=(1, 2, 3))
+    assert err.max() <= ATOL, f"worst step {err.argmax()}: {err.max():.2e}"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_greedy_cfg_codes_identical_to_transformers(fixtures_dir: Path, name: str) -> None:
+    model, data = _load_fixture(fixtures_dir, name)
+    expected = data["codes"]
+    assert expected.shape[-1] >= 50
+    codes = generate_codes(
+        model,
+        mx.array(data["encoder_hidden_states"]),
+        mx.array(data["attention_mask"]),
+        expected.shape[-1],
+        guidance_scale=3.0,
+        greedy=True,
+    )
+    np.testing.assert_array_equal(np.array(codes), expected)
+
+
+def test_stereo_fixture_is_stereo_from_config(fixtures_dir: Path) -> None:
+    model, _ = _load_fixture(fixtures_dir, "stereo")
+    assert model.config.audio_channels == 2 and model.config.num_codebooks == 8
+    assert model.config.codebook_delays == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert model.config.has_enc_to_dec_proj
+
+
+def test_sinusoids_are_cos_then_sin() -> None:
+    table = _sinusoids(10, 8)
+    half = 4
+    freqs = np.exp(np.arange(half) * -(np.log(10000) / (half - 1)))
+    angles = np.arange(10)[:, None] * freqs[None]
+    np.testing.assert_allclose(table[:, :half], np.cos(angles), atol=1e-5)
+    np.testing.assert_allclose(table[:, half:], np.sin(angles), atol=1e-5)
+    assert _sinusoids(3, 7).shape == (3, 7) and not _sinusoids(3, 7)[:, -1].any()
+
+
+def test_cache_is_preallocated_and_bounded(fixtures_dir: Path) -> None:
+    model, data = _load_fixture(fixtures_dir, "mono")
+    cfg = model.config
+    states = mx.array(data["encoder_hidden_states"])
+    cache = model.make_cache(states, mx.array(data["attention_mask"]), 5)
+    assert isinstance(cache, KVCache)
+    shape = (2, cfg.num_attention_heads, 5, cfg.head_dim)
+    assert all(k.shape == shape for k in cache.keys + cache.values)
+    tokens = mx.full((2, cfg.num_codebooks, 3), cfg.pad_token_id, dtype=mx.int32)
+    model.step(tokens, cache)
+    assert cache.offset == 3 and all(k.shape == shape for k in cache.keys)
+    with pytest.raises(ValueError, match="5 positions"):
+        model.step(tokens, cache)
+
+
+def test_sanitize_fuses_and_consumes_every_upstream_key(fixtures_dir: Path) -> None:
+    path = fixtures_dir / "musicgen_decoder" / "stereo" / "decoder.safetensors"
+    upstream = load_safetensors(path)
+    ours = sanitize(upstream)
+    assert ours["embed_tokens.weight"].shape == (8 * 33, 16)
+    assert ours["lm_heads.weight"].shape == (8 * 32, 16)
+    np.testing.assert_array_equal(
+        np.array(ours["lm_heads.weight"][32:64]), np.array(upstream["decoder.lm_heads.1.weight"])
+    )
+    np.testing.assert_array_equal(
+        np.array(ours["layers.1.self_attn.qkv_proj.weight"][16:32]),
+        np.array(upstream["decoder.model.decoder.layers.1.self_attn.k_proj.weight"]),
+    )
+    assert not any("q_proj" in k and "self_attn" in k for k in ours)
+    assert "enc_to_dec_proj.bias" in ours
+    # Text/audio encoder keys of the composite checkpoint are someone else's: ignored.
+    assert sanitize({**upstream, "text_encoder.shared.weight": mx.zeros((2, 2))}).keys() == (
+        ours.keys()
+    )
+
+
+def test_missing_or_unexpected_weights_name_the_file(fixtures_dir: Path) -> None:
+    d = fixtures_dir / "musicgen_decoder" / "mono"
+    config = DecoderConfig.from_composite(json.loads((d / "config.json").read_text()))
+    upstream = load_safetensors(d / "decoder.safetensors")
+    src = str(d / "decoder.safetensors")
+    broken = {
+        k: v for k, v in upstream.items() if not k.endswith("layers.1.encoder_attn.v_proj.weight")
+    }
+    with pytest.raises(MissingWeightsError, match=r"decoder\.safetensors.*v_proj"):
+        load_decoder(config, broken, source=src)
+    no_heads = {k: v for k, v in upstream.items() if "lm_heads.3" not in k}
+    with pytest.raises(MissingWeightsError, match="lm_heads.3"):
+        load_decoder(config, no_heads, source=src)
+    extra = {**upstream, "decoder.model.decoder.layers.0.fc3.weight": mx.zeros((2, 2))}
+    with pytest.raises(MissingWeightsError, match=r"decoder\.safetensors: unexpected.*fc3"):
+        load_decoder(config, extra, source=src)
+    with pytest.raises(MissingWeightsError, match="no MusicGen decoder weights"):
+        sanitize({"text_encoder.shared.weight": mx.zeros((2, 2))}, source=src)
+
+
+def test_config_from_dict_ignores_unknown_and_validates() -> None:
+    cfg = DecoderConfig.from_dict({"hidden_size": 64, "num_attention_heads": 4, "model_type": "x"})
+    assert cfg.head_dim == 16 and not cfg.has_enc_to_dec_proj
+    composite = {
+        "decoder": {"hidden_size": 64, "num_attention_heads": 4},
+        "text_encoder": {"d_model": 32},
+    }
+    assert DecoderConfig.from_composite(composite).has_enc_to_dec_proj
+    same = {
+        "decoder": {"hidden_size": 64, "num_attention_heads": 4},
+        "text_encoder": {"d_model": 64},
+    }
+    assert not DecoderConfig.from_composite(same).has_enc_to_dec_proj
+    assert DecoderConfig(num_codebooks=4).codebook_delays == [0, 1, 2, 3]
+    with pytest.raises(InvalidInputError, match="divisible"):
+        DecoderConfig(hidden_size=30, num_attention_heads=4)
+    with pytest.raises(InvalidInputError, match="audio_channels"):
+        DecoderConfig(audio_channels=3)
+    with pytest.raises(InvalidInputError, match="activation"):
+        DecoderConfig(activation_function="tanh")
+    with pytest.raises(InvalidInputError, match="decoder"):
+        DecoderConfig.from_composite({"text_encoder": {}})
+
+
+def _live_case(
+    torch: Any, builder: ModuleType, **kw: Any
+) -> tuple[MusicGenDecoder, Any, dict[str, np.ndarray]]:
+    model = builder.make_model(torch, **kw)
+    data = builder.record(torch, model, new_tokens=14)
+    upstream = {k: mx.array(v.numpy()) for k, v in builder.decoder_state_dict(model).items()}
+    config = DecoderConfig.from_composite(model.config.to_dict())
+    return load_decoder(config, upstream), model, data
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"audio_channels": 1, "seed": 11, "hidden": 32, "layers": 3, "heads": 4, "ffn": 48},
+        {"audio_channels": 2, "seed": 12, "activation": "gelu_new", "vocab": 64},
+        # Text width == decoder width: no enc_to_dec_proj upstream, none here.
+        {"audio_channels": 1, "seed": 13, "hidden": 24, "heads": 3, "text_width": 24},
+    ],
+)
+def test_live_random_models_match_transformers(torch: Any, kw: dict[str, Any]) -> None:
+    builder = _builder()
+    ours, ref, data = _live_case(torch, builder, **kw)
+    assert ours.config.has_enc_to_dec_proj == hasattr(ref, "enc_to_dec_proj")
+    states, mask = mx.array(data["encoder_hidden_states"]), mx.array(data["attention_mask"])
+    logits = ours(mx.array(data["tf_input_ids"]), states, mask)
+    np.testing.assert_allclose(np.array(logits), data["tf_logits"], atol=ATOL, rtol=0)
+    replay = _replay_logits(ours, states, mask, data["codes"])
+    np.testing.assert_allclose(replay, data["gen_logits"], atol=ATOL, rtol=0)
+    codes = np.array(generate_codes(ours, states, mask, data["codes"].shape[-1], greedy=True))
+    # Exact codes only where the reference's argmax is unambiguous at our tolerance.
+    b = codes.shape[0]
+    scores = data["gen_logits"][:, b:] + 3.0 * (
+        data["gen_logits"][:, :b] - data["gen_logits"][:, b:]
+    )
+    top2 = np.sort(scores, axis=-1)[..., -2:]
+    ambiguous = np.nonzero((top2[..., 1] - top2[..., 0]).min(axis=(1, 2)) < 1e-4)[0]
+    frames = codes.shape[-1] if not ambiguous.size else max(0, int(ambiguous[0]) - 3)
+    assert frames >= codes.shape[-1] // 2
+    np.testing.assert_array_equal(codes[..., :frames], data["codes"][..., :frames])
