@@ -367,7 +367,7 @@ class EncodecResnetBlock(nn.Module):
         kernel_sizes = (config.residual_kernel_size, 1)
         hidden = dim // config.compress
         block: list[nn.Module] = []
-        for i, (k, d) in enumerate(zip(kernel_sizes, dilations)):
+        for i, (k, d) in enumerate(zip(kernel_sizes, dilations, strict=True)):
             cin = dim if i == 0 else hidden
             cout = dim if i == len(kernel_sizes) - 1 else hidden
             block += [_ELU(), EncodecConv1d(config, cin, cout, k, dilation=d)]
@@ -616,7 +616,7 @@ class EncodecModel(nn.Module):
             )
         if bsz < 1 or frames < 1:
             raise InvalidInputError(f"EnCodec.decode: empty codes, shape {arr.shape}")
-        lo, hi = mx.min(arr).item(), mx.max(arr).item()
+        lo, hi = (int(np.asarray(v)) for v in (mx.min(arr), mx.max(arr)))
         if lo < 0 or hi >= self.config.codebook_size:
             raise InvalidInputError(
                 f"EnCodec.decode: codes must be in [0, {self.config.codebook_size}), "
