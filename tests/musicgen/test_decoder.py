@@ -223,7 +223,8 @@ def _live_case(
     "kw",
     [
         {"audio_channels": 1, "seed": 11, "hidden": 32, "layers": 3, "heads": 4, "ffn": 48},
-        {"audio_channels": 2, "seed": 12, "activation": "gelu_new", "vocab": 64},
+        # Seeds are chosen so the reference's greedy steps have no near-ties (seed 12 had one).
+        {"audio_channels": 2, "seed": 14, "activation": "gelu_new", "vocab": 64},
         # Text width == decoder width: no enc_to_dec_proj upstream, none here.
         {"audio_channels": 1, "seed": 13, "hidden": 24, "heads": 3, "text_width": 24},
     ],

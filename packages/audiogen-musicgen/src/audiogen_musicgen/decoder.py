@@ -96,12 +96,14 @@ class SelfAttention(nn.Module):
 
     def __call__(self, x: mx.array, cache: KVCache, layer: int) -> mx.array:
         b, t, _ = x.shape
-        qkv = self.qkv_proj(x).reshape(b, t, 3, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
-        k, v = cache.update(layer, qkv[1], qkv[2])
+        # reshape -> transpose -> one Split: 3 primitives (indexing qkv[i] costs a Gather each).
+        qkv = self.qkv_proj(x).reshape(b, t, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
+        q, k, v = mx.split(qkv, 3, axis=1)
+        k, v = cache.update(layer, k, v)
         # Keys end at the query block's end, so the bottom-right aligned "causal" mask is exact;
         # one query needs no mask at all.
         mask = "causal" if t > 1 else None
-        out = mx.fast.scaled_dot_product_attention(qkv[0], k, v, scale=self.scale, mask=mask)
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1))
 
 
@@ -117,8 +119,9 @@ class CrossAttention(nn.Module):
 
     def keys_values(self, states: mx.array) -> tuple[mx.array, mx.array]:
         b, s, _ = states.shape
-        kv = self.kv_proj(states).reshape(b, s, 2, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
-        return kv[0], kv[1]
+        kv = self.kv_proj(states).reshape(b, s, 2 * self.num_heads, -1).transpose(0, 2, 1, 3)
+        k, v = mx.split(kv, 2, axis=1)
+        return k, v
 
     def __call__(
         self, x: mx.array, kv: tuple[mx.array, mx.array], mask: mx.array | None

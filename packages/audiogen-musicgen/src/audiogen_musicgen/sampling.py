@@ -187,12 +187,19 @@ def generate_codes(
     steps = num_frames + max(delays)
     pad = config.pad_token_id
     if greedy:
-        keys = None
+        base = mx.random.key(0)  # unused by argmax; keeps one compiled signature
+    elif key is None:
+        raise InvalidInputError("sampling needs a random key or seed (or greedy=True)")
     else:
-        if key is None:
-            raise InvalidInputError("sampling needs a random key or seed (or greedy=True)")
         base = mx.random.key(key) if isinstance(key, int) else key
-        keys = mx.random.split(base, steps)
+    # Per-step keys and delay-pattern rows are made once, so a step indexes nothing on device.
+    step_keys = [k.reshape(2) for k in mx.split(mx.random.split(base, steps), steps)]
+    positions = np.arange(1, steps + 1)[:, None]
+    d = np.asarray(delays)[None, :]
+    # valid[t]: codebooks that keep the token predicted at step t (for position t + 1); the
+    # others are forced to pad, as apply_delay_pattern_mask does upstream.
+    valid = [mx.array(row) for row in (positions >= d + 1) & (positions <= d + num_frames)]
+    mx.eval(step_keys, valid)
 
     if mask is None:
         mask = mx.ones(encoder_states.shape[:2], dtype=mx.int32)
@@ -203,34 +210,26 @@ def generate_codes(
         mask = mx.concatenate([mask, mx.zeros_like(mask)])
     cache = decoder.make_cache(encoder_states, mask, steps)
 
-    # valid[t] says which codebooks keep the token predicted at step t (for position t + 1);
-    # the others are forced to pad, as apply_delay_pattern_mask does upstream.
-    positions = np.arange(1, steps + 1)[:, None]
-    d = np.asarray(delays)[None, :]
-    valid = mx.array((positions >= d + 1) & (positions <= d + num_frames))
-
-    tokens = mx.full((bsz, num_codebooks, 1), pad, dtype=mx.int32)
-    outputs = []
-    for t in range(steps):
-        inputs = mx.concatenate([tokens, tokens]) if cfg else tokens
-        logits = decoder.step(inputs, cache)[:, :, -1, :]
+    def pick(logits: mx.array, step_key: mx.array, keep: mx.array) -> mx.array:
+        logits = logits.reshape(-1, num_codebooks, logits.shape[-1])  # (B or 2B, K, V)
         if cfg:
             cond, uncond = logits[:bsz], logits[bsz:]
             logits = uncond + scale * (cond - uncond)
         nxt = sample_next(
-            logits,
-            None if keys is None else keys[t],
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            greedy=greedy,
+            logits, step_key, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy
         )
-        nxt = mx.where(valid[t], nxt, pad)
-        outputs.append(nxt)
-        tokens = nxt[..., None]
+        return mx.where(keep, nxt, pad)[..., None]
+
+    # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
+    pick_compiled = mx.compile(pick)
+    tokens = mx.full((bsz, num_codebooks, 1), pad, dtype=mx.int32)
+    outputs = []
+    for t in range(steps):
+        inputs = mx.concatenate([tokens, tokens]) if cfg else tokens
+        tokens = pick_compiled(decoder.step(inputs, cache), step_keys[t], valid[t])
+        outputs.append(tokens)
         # Queue this step while the host builds the next one; no host sync in the loop.
         mx.async_eval(tokens)
-    seq = mx.concatenate(
-        [mx.full((bsz, num_codebooks, 1), pad, mx.int32), mx.stack(outputs, -1)], -1
-    )
+    start = mx.full((bsz, num_codebooks, 1), pad, mx.int32)
+    seq = mx.concatenate([start, *outputs], axis=-1)
     return undo_delay_pattern(seq, delays, num_frames)
