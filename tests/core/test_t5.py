@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -213,7 +214,7 @@ def test_relative_position_buckets_match_transformers(torch: ModuleType) -> None
         np.testing.assert_array_equal(ours, ref.numpy())
 
 
-LIVE_CONFIGS = [
+LIVE_CONFIGS: list[dict[str, Any]] = [
     dict(num_layers=1, num_heads=2, d_kv=8, d_model=16, d_ff=32, feed_forward_proj="relu"),
     dict(
         num_layers=3,
@@ -243,7 +244,7 @@ LIVE_CONFIGS = [
 
 @pytest.mark.parametrize("kwargs", LIVE_CONFIGS, ids=lambda k: f"{k['feed_forward_proj']}")
 def test_live_random_configs_match_transformers(
-    torch: ModuleType, tmp_path: Path, kwargs: dict[str, object]
+    torch: ModuleType, tmp_path: Path, kwargs: dict[str, Any]
 ) -> None:
     from transformers import T5Config as HFConfig
     from transformers import T5EncoderModel

@@ -107,7 +107,7 @@ def test_spiece_only_without_converter_names_dir(
 
 
 def _reference(path: Path) -> Any:
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # lazy alias in v5
 
     return T5TokenizerFast.from_pretrained(str(path))
 
@@ -119,9 +119,9 @@ def _assert_same(ours: T5Tokenizer, ref: Any, texts: list[str], max_length: int)
     assert mask.tolist() == enc["attention_mask"], (texts, max_length)
 
 
-TEXT = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60
-) | st.sampled_from(["", " ", "</s>", "<pad> <unk>", "Café 🎸", "a  b\t\nc"])
+TEXT = st.text(st.characters(codec="utf-8"), max_size=60) | st.sampled_from(
+    ["", " ", "</s>", "<pad> <unk>", "Café 🎸", "a  b\t\nc"]
+)
 
 
 def test_live_edge_cases_match(torch: ModuleType, tok_dir: Path, cases: dict[str, Any]) -> None:
@@ -229,7 +229,7 @@ def spm_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", special_tokens=[("</s>", 1)]
     )
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # lazy alias in v5
 
     json_dir = tmp_path_factory.mktemp("precompiled")
     T5TokenizerFast(tokenizer_object=tok, extra_ids=0).save_pretrained(str(json_dir))

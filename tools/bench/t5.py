@@ -11,6 +11,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import audiogen_core  # noqa: F401  - OpenBLAS before mlx
 import mlx.core as mx
@@ -20,7 +21,7 @@ from audiogen_core.backend import active_blas
 from audiogen_core.t5 import T5Encoder
 from transformers import T5Config, T5EncoderModel
 
-T5_BASE = dict(
+T5_BASE: dict[str, Any] = dict(
     vocab_size=32128,
     d_model=768,
     d_kv=64,
