@@ -1,4 +1,9 @@
-"""audiogen-musicgen (skeleton: its issue has not landed yet)."""
+"""audiogen-musicgen: MusicGen text-to-music on MLX.
+
+``MusicGen.from_pretrained("facebook/musicgen-small").generate(["lofi beat"], duration=5)``
+"""
+
+from audiogen_musicgen.pipeline import MusicGen
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["MusicGen", "__version__"]

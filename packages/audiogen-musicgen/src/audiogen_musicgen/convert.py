@@ -1,0 +1,360 @@
+"""In-process conversion of an upstream (transformers / hub) MusicGen directory into an audiogen
+directory, and the cache that makes it happen once.
+
+Upstream layout (a hub repo such as facebook/musicgen-small): ``config.json`` (the composite
+``MusicgenConfig``), ``model.safetensors`` or shards + ``model.safetensors.index.json`` holding
+``text_encoder.*``, ``audio_encoder.*``, ``decoder.*`` and ``enc_to_dec_proj.*``, and the T5
+tokenizer (``tokenizer.json`` or ``spiece.model``, + ``tokenizer_config.json``).
+
+Converted layout (SPEC §2: one directory, component files, configs, tokenizer, manifest)::
+
+    manifest.json            format, source, revision, audiogen version, dtype, quantization
+    decoder/config.json      DecoderConfig fields
+    decoder/model.safetensors   our parameter names (fused QKV, stacked embeddings/heads)
+    t5/config.json           the composite's text_encoder section
+    t5/model.safetensors     T5Encoder parameter names (tied embedding resolved)
+    encodec/config.json      the composite's audio_encoder section
+    encodec/model.safetensors   MLX layout, weight norm fused, training buffers dropped
+    tokenizer/               the tokenizer files, copied
+
+Tensors keep the dtype they were published in; ``MusicGen.from_pretrained(dtype=...)`` casts at
+load time, so one converted copy serves every dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from audiogen_core import encodec, t5
+from audiogen_core.errors import (
+    CorruptWeightsError,
+    InvalidInputError,
+    MissingWeightsError,
+    WeightsError,
+)
+from audiogen_core.weights import load_safetensors, save_safetensors
+from mlx.utils import tree_flatten
+
+from audiogen_musicgen import weights as decoder_weights
+from audiogen_musicgen.config import DecoderConfig
+from audiogen_musicgen.decoder import MusicGenDecoder
+
+FORMAT = "audiogen-musicgen"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "spiece.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+BIN_HINT = (
+    'PyTorch .bin weights need the optional reader: pip install "audiogen-convert[torch]" '
+    "(it converts them without unrestricted unpickling)"
+)
+
+
+def _version() -> str:
+    from audiogen_musicgen import __version__
+
+    return __version__
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise WeightsError(f"{path}: not found") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path}: unreadable JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a JSON object")
+    return data
+
+
+def is_converted(root: Path) -> bool:
+    return (root / MANIFEST).is_file()
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of a converted directory, checked to be ours and complete."""
+    path = root / MANIFEST
+    manifest = read_json(path)
+    if manifest.get("format") != FORMAT:
+        raise WeightsError(
+            f"{path}: not an audiogen MusicGen directory (format {manifest.get('format')!r}, "
+            f"expected {FORMAT!r})"
+        )
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise WeightsError(
+            f"{path}: format_version {version!r} is newer than this audiogen understands "
+            f"({FORMAT_VERSION}); upgrade audiogen or convert the model again"
+        )
+    for part in ("decoder", "t5", "encodec"):
+        for name in ("config.json", "model.safetensors"):
+            if not (root / part / name).is_file():
+                raise MissingWeightsError(f"{root}: incomplete conversion, {part}/{name} missing")
+    if not (root / "tokenizer").is_dir():
+        raise MissingWeightsError(f"{root}: incomplete conversion, tokenizer/ missing")
+    return manifest
+
+
+def upstream_config(root: Path) -> dict[str, Any]:
+    """The composite ``MusicgenConfig`` of an upstream directory, checked to be text MusicGen."""
+    path = root / "config.json"
+    config = read_json(path)
+    model_type = config.get("model_type")
+    if model_type == "musicgen_melody":
+        raise WeightsError(f"{path}: a MusicGen-Melody checkpoint; MusicGen loads text models only")
+    if model_type != "musicgen" or not all(
+        isinstance(config.get(k), dict) for k in ("decoder", "text_encoder", "audio_encoder")
+    ):
+        raise WeightsError(
+            f"{path}: not a MusicGen config (model_type {model_type!r}; expected 'musicgen' with "
+            "decoder, text_encoder and audio_encoder sections)"
+        )
+    return config
+
+
+def weight_files(root: Path) -> list[Path]:
+    """The safetensors files of an upstream directory (single file or the index's shards); a
+    clear error for ``.bin``-only directories."""
+    single = root / "model.safetensors"
+    index = root / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CorruptWeightsError(f"{index}: no weight_map")
+        shards = sorted({str(v) for v in weight_map.values()})
+        for shard in shards:
+            if Path(shard).name != shard:  # a shard must not point outside the directory
+                raise CorruptWeightsError(f"{index}: bad shard name {shard!r}")
+            if not (root / shard).is_file():
+                raise MissingWeightsError(f"{index}: shard {shard} is missing from {root}")
+        return [root / s for s in shards]
+    bins = sorted(p.name for p in root.glob("pytorch_model*.bin"))
+    if bins or (root / "pytorch_model.bin.index.json").is_file():
+        shown = ", ".join(bins) if bins else "pytorch_model.bin.index.json"
+        raise WeightsError(f"{root}: only PyTorch .bin weights ({shown}). {BIN_HINT}")
+    raise MissingWeightsError(
+        f"{root}: no model.safetensors or model.safetensors.index.json. Repos that publish "
+        f"only pytorch_model*.bin (facebook/musicgen-medium, facebook/musicgen-large) need the "
+        f".bin reader: {BIN_HINT}"
+    )
+
+
+def tokenizer_files(root: Path) -> list[Path]:
+    files = [root / n for n in TOKENIZER_FILES if (root / n).is_file()]
+    if not any(f.name in ("tokenizer.json", "spiece.model") for f in files):
+        raise MissingWeightsError(f"{root}: no tokenizer (tokenizer.json or spiece.model)")
+    return files
+
+
+UPSTREAM_PREFIXES = (
+    decoder_weights.DECODER_PREFIX,
+    decoder_weights.HEADS_PREFIX,
+    decoder_weights.PROJ_PREFIX,
+    "text_encoder.",
+    "audio_encoder.",
+)
+
+
+def split_components(
+    upstream: Mapping[str, mx.array], source: str
+) -> dict[str, dict[str, mx.array]]:
+    """Upstream composite state dict -> our parameters per component (decoder / t5 / encodec).
+    Every upstream tensor must have an owner: anything outside the known prefixes is an error
+    rather than silently dropped."""
+    stray = sorted(k for k in upstream if not k.startswith(UPSTREAM_PREFIXES))
+    if stray:
+        raise MissingWeightsError(f"{source}: unexpected weights: {', '.join(stray[:5])}")
+    return {
+        "decoder": decoder_weights.sanitize(upstream, source=source),
+        "t5": t5.sanitize(upstream, "text_encoder."),
+        "encodec": encodec.sanitize(upstream, "audio_encoder."),
+    }
+
+
+def component_configs(config: Mapping[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """The per-component config dicts of a composite ``MusicgenConfig``."""
+    try:
+        decoder_config = DecoderConfig.from_composite(config)
+    except (InvalidInputError, TypeError) as e:
+        raise WeightsError(f"{source}: unsupported MusicGen decoder config: {e}") from e
+    return {
+        "decoder": asdict(decoder_config),
+        "t5": dict(config["text_encoder"]),
+        "encodec": dict(config["audio_encoder"]),
+    }
+
+
+def build_models(configs: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, nn.Module]:
+    """Uninitialised-by-checkpoint models for the component configs. MLX initialises parameters
+    lazily, so building even musicgen-large here allocates nothing until weights are loaded."""
+    try:
+        return {
+            "decoder": MusicGenDecoder(DecoderConfig.from_dict(configs["decoder"])),
+            "t5": t5.T5Encoder(t5.T5Config.from_dict(configs["t5"])),
+            "encodec": encodec.EncodecModel(encodec.EncodecConfig.from_dict(configs["encodec"])),
+        }
+    except (InvalidInputError, TypeError) as e:
+        raise WeightsError(f"{source}: unsupported MusicGen config: {e}") from e
+
+
+def check_parameters(model: nn.Module, weights: Mapping[str, mx.array], source: str) -> None:
+    """Same keys and shapes as ``model``'s parameters (no data is read)."""
+    params = dict(tree_flatten(model.parameters()))
+    missing = sorted(params.keys() - weights.keys())
+    unexpected = sorted(weights.keys() - params.keys())
+    if missing:
+        raise MissingWeightsError(f"{source}: missing weights: {', '.join(missing[:5])}")
+    if unexpected:
+        raise MissingWeightsError(f"{source}: unexpected weights: {', '.join(unexpected[:5])}")
+    bad = [
+        f"{k} {tuple(weights[k].shape)} != {tuple(v.shape)}"
+        for k, v in params.items()
+        if tuple(weights[k].shape) != tuple(v.shape)
+    ]
+    if bad:
+        raise MissingWeightsError(f"{source}: shape mismatch: {', '.join(bad[:3])}")
+
+
+def _float_dtype(weights: Mapping[str, mx.array]) -> str:
+    names = sorted({str(v.dtype).removeprefix("mlx.core.") for v in weights.values()})
+    floats = [n for n in names if n.startswith(("float", "bfloat"))]
+    return floats[0] if len(floats) == 1 else ",".join(floats)
+
+
+def convert(
+    src: Path, dst: Path, *, source: str | None = None, revision: str | None = None
+) -> Path:
+    """Convert the upstream directory ``src`` into ``dst`` (which must not exist), atomically:
+    everything is written to a temporary sibling that is renamed to ``dst`` once complete."""
+    config = upstream_config(src)
+    files = weight_files(src)
+    tokenizer = tokenizer_files(src)
+    upstream: dict[str, mx.array] = {}
+    for f in files:
+        upstream.update(load_safetensors(f))  # lazy: tensors are read when saved below
+    label = ", ".join(str(f) for f in files)
+    configs = component_configs(config, str(src / "config.json"))
+    parts = split_components(upstream, label)
+    # Checked against our models before anything is written, so the cache never holds a
+    # conversion that cannot load.
+    for part, model in build_models(configs, str(src / "config.json")).items():
+        check_parameters(model, parts[part], label)
+    decoder_config = DecoderConfig.from_dict(configs["decoder"])
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        for part, tensors in parts.items():
+            (tmp / part).mkdir()
+            (tmp / part / "config.json").write_text(json.dumps(configs[part], indent=1))
+            save_safetensors(tmp / part / "model.safetensors", tensors, {"format": "mlx"})
+        (tmp / "tokenizer").mkdir()
+        for f in tokenizer:
+            shutil.copyfile(f, tmp / "tokenizer" / f.name)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": "musicgen",
+            "source": source or str(src),
+            "revision": revision,
+            "audiogen_version": _version(),
+            "dtype": _float_dtype(upstream),
+            "quantization": None,
+            "audio_channels": decoder_config.audio_channels,
+            "num_codebooks": decoder_config.num_codebooks,
+        }
+        # The manifest last: a directory with a manifest is a complete one.
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        try:
+            tmp.rename(dst)
+        except OSError:
+            if not is_converted(dst):  # not a concurrent conversion that finished first
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``cache_dir``, else ``$AUDIOGEN_CACHE``, else ``~/.cache/audiogen``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("AUDIOGEN_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "audiogen"
+
+
+def snapshot_revision(root: Path) -> str | None:
+    """The commit of a hub cache snapshot directory (``.../snapshots/<commit>``)."""
+    return root.name if root.parent.name == "snapshots" else None
+
+
+def cache_key(src: Path, source: str | None = None) -> str:
+    """A readable, collision-safe directory name for the converted copy of ``src``: the source
+    name plus a hash of the resolved path and of the size and mtime of every file read, so an
+    edited checkpoint is converted again."""
+    h = hashlib.sha256(str(src.resolve()).encode())
+    inputs = [src / "config.json", *weight_files(src), *tokenizer_files(src)]
+    for f in sorted(inputs):
+        st = f.stat()
+        h.update(f"\0{f.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    name = re.sub(r"[^A-Za-z0-9._-]+", "--", source or src.name).strip("-.") or "model"
+    return f"{name[:80]}-{h.hexdigest()[:16]}"
+
+
+def converted_dir(
+    src: Path,
+    *,
+    source: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The cached converted copy of the upstream directory ``src``, converting on first use."""
+    root = cache_root(cache_dir) / "musicgen"
+    dst = root / cache_key(src, source)
+    if is_converted(dst):
+        return dst
+    if dst.exists():  # not ours to trust: no manifest means an interrupted foreign write
+        raise WeightsError(f"{dst}: cache entry without {MANIFEST}; delete it and retry")
+    try:
+        return convert(src, dst, source=source, revision=snapshot_revision(src))
+    except PermissionError as e:
+        raise InvalidInputError(
+            f"{root}: cannot write the conversion cache ({e}); pass cache_dir or set AUDIOGEN_CACHE"
+        ) from e
+
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "build_models",
+    "cache_key",
+    "cache_root",
+    "check_parameters",
+    "component_configs",
+    "convert",
+    "converted_dir",
+    "is_converted",
+    "read_manifest",
+    "split_components",
+    "upstream_config",
+    "weight_files",
+]

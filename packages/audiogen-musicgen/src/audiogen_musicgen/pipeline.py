@@ -1,0 +1,408 @@
+"""Text-to-music with MusicGen: tokenizer → T5 → decoder (delay pattern, CFG, sampling) → EnCodec.
+
+The pipeline composes the networks and owns nothing numerical itself. It follows transformers'
+``MusicgenForConditionalGeneration.generate``: the prompts are tokenised as one padded batch, the
+unconditional CFG branch is zeroed text states with a zero mask (in ``sampling.generate_codes``),
+and stereo models decode ``codes[:, ::2]`` (left) and ``codes[:, 1::2]`` (right) as two mono
+EnCodec streams.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import mlx.core as mx
+import numpy as np
+from audiogen_core import audio as audio_io
+from audiogen_core import backend, hub
+from audiogen_core.encodec import EncodecModel
+from audiogen_core.errors import InvalidInputError, WeightsError
+from audiogen_core.t5 import T5Encoder
+from audiogen_core.tokenizer import T5Tokenizer
+from audiogen_core.weights import cast_floats, load_into, load_safetensors
+
+from audiogen_musicgen import convert
+from audiogen_musicgen.decoder import KVCache, MusicGenDecoder
+from audiogen_musicgen.sampling import generate_codes, validate_sampling
+
+MAX_DURATION_S = 30.0  # upstream's cap (1503 decoder positions at 50 frames/s)
+MAX_TEXT_TOKENS = 512  # T5's training length; longer prompts are truncated
+LONG_PROMPT_CHARS = 2000
+
+# What a hub snapshot needs: configs, safetensors weights, tokenizer. ``.bin`` files are left out
+# (they need the optional torch reader); the small .bin index is fetched so a sharded .bin-only
+# repo is recognised as such.
+HUB_PATTERNS = (
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    *convert.TOKENIZER_FILES,
+)
+
+Progress = Callable[[int, int], None] | bool | None
+
+_DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+
+
+def _as_dtype(dtype: mx.Dtype | str | None) -> mx.Dtype:
+    if dtype is None:
+        return cast(mx.Dtype, backend.compute_dtype())
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise InvalidInputError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        return _DTYPES[dtype]
+    if dtype not in _DTYPES.values():
+        raise InvalidInputError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    return dtype
+
+
+def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
+    batch = [prompts] if isinstance(prompts, str) else prompts
+    if not isinstance(batch, list | tuple) or not batch:
+        raise InvalidInputError("prompts must be a string or a non-empty list of strings")
+    out = []
+    for i, text in enumerate(batch):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"prompt {i} must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise InvalidInputError(f"prompt {i} is empty (or only whitespace)")
+        if len(text) > LONG_PROMPT_CHARS:
+            warnings.warn(
+                f"prompt {i} has {len(text)} characters; T5 reads at most {MAX_TEXT_TOKENS} "
+                "tokens, the rest is ignored",
+                stacklevel=3,
+            )
+        out.append(text)
+    return out
+
+
+def _check_duration(duration: Any) -> float:
+    if isinstance(duration, bool) or not isinstance(duration, int | float):
+        raise InvalidInputError(f"duration must be a number of seconds, got {duration!r}")
+    if not math.isfinite(duration) or not 0 < duration <= MAX_DURATION_S:
+        raise InvalidInputError(
+            f"duration must be > 0 and <= {MAX_DURATION_S:g} seconds, got {duration!r}"
+        )
+    return float(duration)
+
+
+def _check_top_p(top_p: Any) -> float | None:
+    """audiocraft's convention: ``top_p = 0`` means off; otherwise it must lie in (0, 1]."""
+    if isinstance(top_p, bool) or not isinstance(top_p, int | float) or math.isnan(top_p):
+        raise InvalidInputError(f"top_p must be 0 (off) or in (0, 1], got {top_p!r}")
+    if top_p == 0:
+        return None
+    if not 0 < top_p <= 1:
+        raise InvalidInputError(f"top_p must be 0 (off) or in (0, 1], got {top_p!r}")
+    return float(top_p)
+
+
+def _progress_callback(progress: Progress) -> tuple[Callable[[int, int], None] | None, Any]:
+    """A ``(step, total)`` callable and a closer for ``progress`` (a callable, True, or off)."""
+    if progress is None or progress is False:
+        return None, None
+    if callable(progress):
+        return progress, None
+    if progress is not True:
+        raise InvalidInputError(
+            f"progress must be a callable(step, total) or a bool, got {progress!r}"
+        )
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with huggingface_hub
+
+        def report(step: int, total: int) -> None:
+            print(
+                f"\rgenerating: {step}/{total}", end="\n" if step == total else "", file=sys.stderr
+            )
+
+        return report, None
+    bar = tqdm(total=None, unit="step", desc="generating")
+
+    def update(step: int, total: int) -> None:
+        bar.total = total
+        bar.update(step - bar.n)
+
+    return update, bar
+
+
+class _ProgressDecoder:
+    """Stands in for the decoder inside ``generate_codes`` to report steps as they complete.
+
+    ``generate_codes`` queues every step without a host sync. To report real progress, step t
+    waits for the tokens of step t - 2 (the input of the previous call), so the device still has
+    one step queued while the host builds the next graph."""
+
+    def __init__(self, decoder: MusicGenDecoder, total: int, report: Callable[[int, int], None]):
+        self.decoder = decoder
+        self.config = decoder.config
+        self.total = total
+        self.report = report
+        self.calls = 0
+        self._previous: mx.array | None = None
+
+    def make_cache(self, states: mx.array, mask: mx.array | None, max_len: int) -> KVCache:
+        return self.decoder.make_cache(states, mask, max_len)
+
+    def step(self, input_ids: mx.array, cache: KVCache) -> mx.array:
+        if self._previous is not None:
+            mx.eval(self._previous)
+            self.report(self.calls - 1, self.total)
+        self._previous = input_ids
+        self.calls += 1
+        return self.decoder.step(input_ids, cache)
+
+
+class MusicGen:
+    """MusicGen text-to-music (mono or stereo, read from the checkpoint's config)."""
+
+    def __init__(
+        self,
+        decoder: MusicGenDecoder,
+        text_encoder: T5Encoder,
+        tokenizer: T5Tokenizer,
+        audio_encoder: EncodecModel,
+        *,
+        source: str = "",
+    ) -> None:
+        config = decoder.config
+        codec = audio_encoder.config
+        if codec.audio_channels != 1:
+            raise WeightsError(
+                f"{source}: MusicGen's EnCodec must be mono (stereo models decode two mono "
+                f"streams), got audio_channels={codec.audio_channels}"
+            )
+        if codec.codebook_size != config.vocab_size:
+            raise WeightsError(
+                f"{source}: EnCodec codebook_size {codec.codebook_size} != decoder vocab_size "
+                f"{config.vocab_size}"
+            )
+        if config.codebooks_per_channel > codec.num_quantizers:
+            raise WeightsError(
+                f"{source}: the decoder predicts {config.codebooks_per_channel} codebooks per "
+                f"channel, EnCodec has {codec.num_quantizers} quantizers"
+            )
+        width = text_encoder.config.d_model
+        if config.text_encoder_hidden_size not in (None, width):
+            raise WeightsError(
+                f"{source}: T5 width {width} != the decoder's text width "
+                f"{config.text_encoder_hidden_size}"
+            )
+        self.decoder = decoder
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.audio_encoder = audio_encoder
+        self.source = source
+
+    @property
+    def sample_rate(self) -> int:
+        return self.audio_encoder.sample_rate
+
+    @property
+    def frame_rate(self) -> int:
+        return self.audio_encoder.frame_rate
+
+    @property
+    def audio_channels(self) -> int:
+        return self.decoder.config.audio_channels
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.decoder.config.num_codebooks
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        dtype: mx.Dtype | str | None = None,
+        offline: bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> MusicGen:
+        """Load a hub repo id, an upstream-layout directory or an audiogen-converted directory.
+
+        Upstream weights are converted once into ``cache_dir`` (default ``$AUDIOGEN_CACHE`` or
+        ``~/.cache/audiogen``); later loads read the converted copy. Hub downloads go to the
+        Hugging Face cache (``HF_HOME``) as usual; ``offline`` (default: ``HF_HUB_OFFLINE``)
+        uses that cache only. ``dtype`` defaults to the backend's (float32 on CPU, float16 on
+        a GPU).
+        """
+        compute = _as_dtype(dtype)
+        root = hub.resolve(
+            name_or_path,
+            allow_patterns=list(HUB_PATTERNS),
+            revision=revision,
+            offline=offline,
+            trust_remote_code=trust_remote_code,
+        )
+        is_repo = not Path(os.fspath(name_or_path)).expanduser().is_dir()
+        source = os.fspath(name_or_path) if is_repo else str(root)
+        if not convert.is_converted(root):
+            if not (root / "config.json").is_file():
+                raise WeightsError(
+                    f"{root}: not a MusicGen model directory (no {convert.MANIFEST} of an "
+                    "audiogen conversion, no config.json of a transformers checkpoint)"
+                )
+            root = convert.converted_dir(root, source=source, cache_dir=cache_dir)
+        return cls._load_converted(root, compute)
+
+    @classmethod
+    def _load_converted(cls, root: Path, dtype: mx.Dtype) -> MusicGen:
+        convert.read_manifest(root)
+        configs = {
+            p: convert.read_json(root / p / "config.json") for p in ("decoder", "t5", "encodec")
+        }
+        models = convert.build_models(configs, str(root))
+        for part in ("decoder", "encodec"):
+            path = root / part / "model.safetensors"
+            load_into(models[part], cast_floats(load_safetensors(path), dtype), source=path)
+        # T5's own loader keeps its fp16 overflow guard (``wo`` in fp32); our t5/ directory is
+        # a plain T5 checkpoint (parameter names are the upstream ones).
+        text_encoder = T5Encoder.from_pretrained(root / "t5", dtype=dtype)
+        tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer")
+        return cls(
+            cast(MusicGenDecoder, models["decoder"]),
+            text_encoder,
+            tokenizer,
+            cast(EncodecModel, models["encodec"]),
+            source=str(root),
+        )
+
+    def num_frames(self, duration: float) -> int:
+        """Frames covering ``duration`` seconds. Rounded up (after rounding away float noise such
+        as 0.1·50 = 5.000000000000001), so the decoded audio always holds
+        ``round(duration · sample_rate)`` samples to trim to."""
+        return max(1, math.ceil(round(_check_duration(duration) * self.frame_rate, 6)))
+
+    def encode_text(self, prompts: str | Sequence[str]) -> tuple[mx.array, mx.array]:
+        """T5 states ``(B, L, D_text)`` in the decoder's dtype and the mask ``(B, L)``."""
+        ids, mask = self.tokenizer(_check_prompts(prompts), max_length=MAX_TEXT_TOKENS)
+        states = self.text_encoder(ids, mask)
+        dtype = self.decoder.lm_heads.weight.dtype
+        return states.astype(dtype), mx.array(mask)
+
+    def generate_codes(
+        self,
+        prompts: str | Sequence[str],
+        duration: float,
+        *,
+        guidance_scale: float = 3.0,
+        top_k: int | None = 250,
+        top_p: float = 0.0,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        greedy: bool = False,
+        progress: Progress = None,
+    ) -> np.ndarray:
+        """EnCodec codes ``(batch, codebooks, frames)`` int32 for the prompts, one batched pass.
+
+        Sampling follows transformers' warper order (temperature, top-k, top-p); ``top_p = 0``
+        turns top-p off, ``top_k = None`` top-k; ``greedy`` takes the argmax (no randomness).
+        CFG runs when ``guidance_scale > 1``. The same ``seed`` gives the same codes; ``None``
+        draws a fresh one. ``progress``: a ``callable(step, total)`` or True for a bar.
+        """
+        p = _check_top_p(top_p)
+        validate_sampling(
+            temperature=temperature, top_k=top_k, top_p=p, guidance_scale=guidance_scale
+        )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise InvalidInputError(f"seed must be a non-negative integer or None, got {seed!r}")
+        frames = self.num_frames(duration)
+        states, mask = self.encode_text(prompts)
+        report, bar = _progress_callback(progress)
+        total = frames + max(self.decoder.config.codebook_delays)
+        decoder: Any = self.decoder
+        if report is not None:
+            decoder = _ProgressDecoder(self.decoder, total, report)
+        try:
+            codes = generate_codes(
+                decoder,
+                states,
+                mask,
+                frames,
+                guidance_scale=guidance_scale,
+                top_k=top_k,
+                top_p=p,
+                temperature=temperature,
+                key=None if greedy else (secrets.randbits(63) if seed is None else seed),
+                greedy=greedy,
+            )
+            result = np.array(codes, dtype=np.int32)
+            if report is not None:
+                report(total, total)
+        finally:
+            if bar is not None:
+                bar.close()
+        return result
+
+    def decode(self, codes: Any) -> np.ndarray:
+        """Codes ``(B, K, F)`` → float32 audio ``(B, channels, F · hop)``. Stereo: even codebooks
+        are the left channel, odd the right, each decoded as a mono EnCodec stream (transformers
+        ``MusicgenForConditionalGeneration.generate``); both go through EnCodec as one batch."""
+        c = mx.array(np.asarray(codes)) if not isinstance(codes, mx.array) else codes
+        if c.ndim != 3 or c.shape[1] != self.num_codebooks:
+            raise InvalidInputError(
+                f"codes must be (batch, {self.num_codebooks}, frames), got shape {c.shape}"
+            )
+        if self.audio_channels == 1:
+            return np.array(self.audio_encoder.decode(c), dtype=np.float32)
+        b = c.shape[0]
+        wave = self.audio_encoder.decode(mx.concatenate([c[:, ::2], c[:, 1::2]]))  # (2B, 1, T)
+        return np.array(wave.reshape(2, b, -1).transpose(1, 0, 2), dtype=np.float32)
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        duration: float,
+        *,
+        guidance_scale: float = 3.0,
+        top_k: int | None = 250,
+        top_p: float = 0.0,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        greedy: bool = False,
+        progress: Progress = None,
+    ) -> np.ndarray:
+        """Audio ``(batch, channels, samples)`` float32 at ``sample_rate``, ``duration`` seconds
+        (at most 30) per prompt. Arguments as for ``generate_codes``."""
+        codes = self.generate_codes(
+            prompts,
+            duration,
+            guidance_scale=guidance_scale,
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
+            seed=seed,
+            greedy=greedy,
+            progress=progress,
+        )
+        samples = round(float(duration) * self.sample_rate)
+        return self.decode(codes)[..., :samples]
+
+    def save(
+        self,
+        audio: Any,
+        path: str | os.PathLike[str],
+        *,
+        subtype: str | None = None,
+        mkdir_parents: bool = False,
+    ) -> Path:
+        """Write one item of ``generate``'s output (``(channels, samples)``) at ``sample_rate``
+        (audiogen_core.audio.write: atomic; wav, flac or ogg by suffix)."""
+        return audio_io.write(
+            path, audio, self.sample_rate, subtype=subtype, mkdir_parents=mkdir_parents
+        )
+
+
+__all__ = ["MusicGen"]
