@@ -151,9 +151,9 @@ def weight_files(root: Path) -> list[Path]:
         shown = ", ".join(bins) if bins else "pytorch_model.bin.index.json"
         raise WeightsError(f"{root}: only PyTorch .bin weights ({shown}). {BIN_HINT}")
     raise MissingWeightsError(
-        f"{root}: no model.safetensors or model.safetensors.index.json. Repos that publish "
-        f"only pytorch_model*.bin (facebook/musicgen-medium, facebook/musicgen-large) need the "
-        f".bin reader: {BIN_HINT}"
+        f"{root}: no model.safetensors or model.safetensors.index.json (repos that publish "
+        "only pytorch_model*.bin, such as facebook/musicgen-medium and facebook/musicgen-large, "
+        f"are not fetched as such: {BIN_HINT})"
     )
 
 
@@ -328,6 +328,7 @@ def converted_dir(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """The cached converted copy of the upstream directory ``src``, converting on first use."""
+    upstream_config(src)  # a clear error for a foreign config before anything else is read
     root = cache_root(cache_dir) / "musicgen"
     dst = root / cache_key(src, source)
     if is_converted(dst):

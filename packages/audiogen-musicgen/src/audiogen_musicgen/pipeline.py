@@ -154,7 +154,8 @@ class _ProgressDecoder:
         return self.decoder.make_cache(states, mask, max_len)
 
     def step(self, input_ids: mx.array, cache: KVCache) -> mx.array:
-        if self._previous is not None:
+        if self.calls >= 2 and self._previous is not None:
+            # The input of call t - 1 is the output of step t - 2: t - 1 steps are done.
             mx.eval(self._previous)
             self.report(self.calls - 1, self.total)
         self._previous = input_ids
