@@ -154,7 +154,7 @@ def test_missing_config_or_weights(fixtures_dir: Path, tmp_path: Path) -> None:
 
 # ---- live parity against transformers (torch CPU) ----
 
-TINY = dict(
+TINY: dict[str, Any] = dict(
     sampling_rate=800,
     num_filters=4,
     upsampling_ratios=[4, 2],
@@ -165,7 +165,7 @@ TINY = dict(
     normalize=False,
 )
 
-CASES = {
+CASES: dict[str, dict[str, Any]] = {
     "musicgen-like": dict(use_causal_conv=False, use_conv_shortcut=False),
     "causal-shortcut": dict(use_causal_conv=True, use_conv_shortcut=True),
     "stereo-odd-ratios": dict(audio_channels=2, upsampling_ratios=[3, 5], use_causal_conv=False),

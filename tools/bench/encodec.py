@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import audiogen_core  # noqa: F401  - OpenBLAS preload before mlx
 import mlx.core as mx
@@ -23,7 +24,7 @@ from audiogen_core import backend
 from audiogen_core.encodec import EncodecModel
 
 # facebook/encodec_32khz as shipped in the facebook/musicgen-* configs ("audio_encoder").
-ENCODEC_32K = {
+ENCODEC_32K: dict[str, Any] = {
     "model_type": "encodec",
     "audio_channels": 1,
     "sampling_rate": 32000,
