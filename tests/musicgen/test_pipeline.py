@@ -168,6 +168,18 @@ def test_conversion_happens_once_then_the_cache_is_read(
     assert [p.name for p in converted.parent.iterdir()] == [converted.name]
 
 
+def test_conversion_racing_a_finished_one_keeps_the_winner(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    src = _model_dir(fixtures_dir, "mono")
+    dst = convert.convert(src, tmp_path / "converted")
+    stamp = (dst / convert.MANIFEST).stat().st_mtime_ns
+    # A second process converting the same checkpoint finds dst taken when it renames.
+    assert convert.convert(src, dst) == dst
+    assert (dst / convert.MANIFEST).stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == ["converted"]  # its temp dir is gone
+
+
 def test_default_cache_is_audiogen_cache_env(
     fixtures_dir: Path, cache: Path, conversions: list[Path]
 ) -> None:

@@ -234,6 +234,7 @@ def check_parameters(model: nn.Module, weights: Mapping[str, mx.array], source: 
 
 
 def _float_dtype(weights: Mapping[str, mx.array]) -> str:
+    """The floating dtype the tensors are stored in (a comma-joined list if mixed)."""
     names = sorted({str(v.dtype).removeprefix("mlx.core.") for v in weights.values()})
     floats = [n for n in names if n.startswith(("float", "bfloat"))]
     return floats[0] if len(floats) == 1 else ",".join(floats)
@@ -276,7 +277,7 @@ def convert(
             "source": source or str(src),
             "revision": revision,
             "audiogen_version": _version(),
-            "dtype": _float_dtype(upstream),
+            "dtype": _float_dtype({k: v for part in parts.values() for k, v in part.items()}),
             "quantization": None,
             "audio_channels": decoder_config.audio_channels,
             "num_codebooks": decoder_config.num_codebooks,
