@@ -14,11 +14,12 @@ import numpy as np
 import pyloudnorm
 import pytest
 import soundfile
-from audiogen_core import audio
-from audiogen_core.errors import AudioFileError, AudiogenError, InvalidInputError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+from audiogen_core import audio
+from audiogen_core.errors import AudioFileError, AudiogenError, InvalidInputError
 
 SR = 44100
 LSB16 = 2.0**-15  # one 16-bit step: libsndfile's wav conversion can be off by up to one step

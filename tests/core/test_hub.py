@@ -10,8 +10,6 @@ from typing import Any
 
 import huggingface_hub
 import pytest
-from audiogen_core import hub
-from audiogen_core.errors import DownloadError, InvalidInputError
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -23,6 +21,9 @@ from huggingface_hub.errors import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
+
+from audiogen_core import hub
+from audiogen_core.errors import DownloadError, InvalidInputError
 
 REPO = "facebook/musicgen-small"
 FILES: dict[str, bytes | str | Path] = {

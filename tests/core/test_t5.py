@@ -15,6 +15,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 import pytest
+
 from audiogen_core.errors import (
     CorruptWeightsError,
     InvalidInputError,

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from audiogen_core.errors import InvalidInputError, WeightsError
-from audiogen_core.tokenizer import T5Tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from audiogen_core.errors import InvalidInputError, WeightsError
+from audiogen_core.tokenizer import T5Tokenizer
 
 EDGE_EXTRA = ["ＡＢＣ full width", "ﬁ ligature", "①② circled", "Ⅻ roman", "x\u3000y", "\u200b"]
 

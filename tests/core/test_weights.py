@@ -10,6 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+
 from audiogen_core.errors import CorruptWeightsError, MissingWeightsError, WeightsError
 from audiogen_core.weights import (
     cast_floats,

@@ -17,6 +17,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 import pytest
+
 from audiogen_core.errors import InvalidInputError, MissingWeightsError
 from audiogen_core.weights import load_safetensors
 from audiogen_musicgen.config import DecoderConfig

@@ -26,6 +26,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
+
 from audiogen_core import encodec, t5
 from audiogen_core.errors import MissingWeightsError
 from audiogen_musicgen import convert

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from audiogen_core import audio as audio_io
 from audiogen_core.errors import (
     CorruptWeightsError,

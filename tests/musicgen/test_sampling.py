@@ -14,6 +14,9 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from audiogen_core.errors import InvalidInputError
 from audiogen_core.weights import load_safetensors
 from audiogen_musicgen.config import DecoderConfig
@@ -31,8 +34,6 @@ from audiogen_musicgen.sampling import (
     validate_sampling,
 )
 from audiogen_musicgen.weights import load_decoder
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 PAD = 2048
 

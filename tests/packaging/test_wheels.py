@@ -16,11 +16,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["audiogen_core", "audiogen_musicgen", "audiogen_stableaudio", "audiogen_convert", "audiogen_cli"]
+PACKAGES = [
+    "audiogen_core",
+    "audiogen_musicgen",
+    "audiogen_stableaudio",
+    "audiogen_convert",
+    "audiogen_cli",
+]
 
 
 def _load_check_versions():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("check_versions", ROOT / "tools" / "check_versions.py")
+    spec = importlib.util.spec_from_file_location(
+        "check_versions", ROOT / "tools" / "check_versions.py"
+    )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -63,6 +63,7 @@ def encode(
 def decode(codes_file: Path, output: Path, model: str, offline: bool) -> None:
     """Decode a .npz of codes to an audio file (.wav / .flac / .ogg)."""
     import numpy as np
+
     from audiogen_core import audio
     from audiogen_core.codes import load_codes
     from audiogen_core.errors import InvalidInputError
@@ -86,6 +87,7 @@ def decode(codes_file: Path, output: Path, model: str, offline: bool) -> None:
 def roundtrip(audio_file: Path, output: Path, model: str, offline: bool) -> None:
     """Encode AUDIO_FILE and decode it again: hear what the codec keeps."""
     import numpy as np
+
     from audiogen_core import audio
 
     m = _load(model, offline)

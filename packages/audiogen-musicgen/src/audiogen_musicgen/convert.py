@@ -36,6 +36,8 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
+
 from audiogen_core import encodec, t5
 from audiogen_core.errors import (
     CorruptWeightsError,
@@ -44,8 +46,6 @@ from audiogen_core.errors import (
     WeightsError,
 )
 from audiogen_core.weights import load_safetensors, save_safetensors
-from mlx.utils import tree_flatten
-
 from audiogen_musicgen import weights as decoder_weights
 from audiogen_musicgen.config import DecoderConfig
 from audiogen_musicgen.decoder import MusicGenDecoder

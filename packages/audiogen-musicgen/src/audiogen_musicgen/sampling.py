@@ -15,8 +15,8 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
-from audiogen_core.errors import InvalidInputError
 
+from audiogen_core.errors import InvalidInputError
 from audiogen_musicgen.decoder import MusicGenDecoder
 
 Array = Any  # np.ndarray or mx.array

@@ -22,9 +22,9 @@ import re
 from collections.abc import Mapping
 
 import mlx.core as mx
+
 from audiogen_core.errors import MissingWeightsError
 from audiogen_core.weights import load_into
-
 from audiogen_musicgen.config import DecoderConfig
 from audiogen_musicgen.decoder import MusicGenDecoder
 
