@@ -12,6 +12,7 @@ from audiogen_cli import __version__
 
 # name -> (module, attribute, one-line help shown without importing the module)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
+    "generate": ("audiogen_cli.generate", "generate", "Generate music from text prompts."),
     "info": ("audiogen_cli.info", "info", "Show versions, compute device and BLAS."),
     "codec": ("audiogen_cli.codec", "codec", "Encode / decode audio with EnCodec."),
 }
