@@ -2,7 +2,11 @@
 
 Real facebook/encodec_32khz shapes with random weights: decode 500 frames × 4 codebooks (10 s) and
 encode 10 s of audio. Warm-up, then the median of several runs; prints seconds and the ratio
-(> 1 means ours is faster).
+(> 1 means ours is faster), alternating ours and transformers run by run.
+
+OpenBLAS 0.3.21 (Debian) falls back to its generic "Prescott" kernels on CPUs it does not know;
+the core it picked is printed. ``OPENBLAS_CORETYPE=Haswell`` (or SkylakeX) in the environment
+overrides that for both MLX and torch's BLAS calls.
 
     uv run python tools/bench/encodec.py [--runs 5] [--threads 2]
 """
@@ -17,9 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import audiogen_core  # noqa: F401  - OpenBLAS preload before mlx
 import mlx.core as mx
 import numpy as np
+
+import audiogen_core  # noqa: F401  - OpenBLAS preload before mlx
 from audiogen_core import backend
 from audiogen_core.encodec import EncodecModel
 
@@ -51,14 +56,20 @@ ENCODEC_32K: dict[str, Any] = {
 }
 
 
-def median_time(fn: Callable[[], object], runs: int) -> float:
-    fn()
-    times = []
+def interleaved_medians(
+    fn_ours: Callable[[], object], fn_ref: Callable[[], object], runs: int
+) -> tuple[float, float]:
+    """Alternate the two so background load on a shared machine hits both alike."""
+    fn_ours()
+    fn_ref()
+    t_ours: list[float] = []
+    t_ref: list[float] = []
     for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, acc in ((fn_ref, t_ref), (fn_ours, t_ours)):
+            t = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t)
+    return statistics.median(t_ours), statistics.median(t_ref)
 
 
 def blas_core() -> str:
@@ -122,8 +133,7 @@ def main() -> None:
     ]
     print(f"{'':8} {'ours s':>9} {'torch s':>9} {'ratio':>7}")
     for name, fn_ours, fn_ref in rows:
-        t_ref = median_time(fn_ref, args.runs)
-        t_ours = median_time(fn_ours, args.runs)
+        t_ours, t_ref = interleaved_medians(fn_ours, fn_ref, args.runs)
         print(f"{name:8} {t_ours:9.3f} {t_ref:9.3f} {t_ref / t_ours:6.2f}x")
 
 

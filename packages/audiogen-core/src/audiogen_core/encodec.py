@@ -264,20 +264,29 @@ def _conv1d(
 
 def _conv_transpose1d(x: mx.array, w: mx.array, b: mx.array | None, stride: int) -> mx.array:
     """Transposed conv of ``(B, T, Cin)`` with MLX weight ``(Cout, K, Cin)``; output length
-    ``(T-1)·stride + K`` like torch. One matmul to every tap, then an overlap-add of the
-    ``ceil(K/stride)`` tap groups."""
+    ``(T-1)·stride + K`` like torch.
+
+    With ``m = ceil(K/stride)`` tap groups, output frame ``t`` (``stride`` samples) is
+    ``Σ_j x[t-j] · W_j``: a stride-1 conv over the zero-padded input whose "channels" are whole
+    output frames. Accumulating the ``m`` matmuls with ``addmm`` writes each frame once, instead of
+    materialising every tap's product and overlap-adding them (measured ~2x slower at 32 kHz).
+    """
     cout, k, cin = w.shape
     bsz, length, _ = x.shape
     m = -(-k // stride)
     if m * stride != k:
         w = mx.pad(w, [(0, 0), (0, m * stride - k), (0, 0)])
-    z = x @ w.transpose(2, 1, 0).reshape(cin, m * stride * cout)
-    z = z.reshape(bsz, length, m, stride * cout)
-    out = mx.pad(z[:, :, 0], [(0, 0), (0, m - 1), (0, 0)])
+    # (m, Cin, stride·Cout): W_j maps one input step to the j-th frame after it
+    wj = w.reshape(cout, m, stride, cin).transpose(1, 3, 2, 0).reshape(m, cin, stride * cout)
+    n_frames = length + m - 1
+    xp = mx.pad(x, [(0, 0), (m - 1, m - 1), (0, 0)]) if m > 1 else x
+    if b is not None:
+        acc = mx.addmm(mx.tile(b, stride), xp[:, m - 1 : m - 1 + n_frames], wj[0])
+    else:
+        acc = xp[:, m - 1 : m - 1 + n_frames] @ wj[0]
     for j in range(1, m):
-        out = out + mx.pad(z[:, :, j], [(0, 0), (j, m - 1 - j), (0, 0)])
-    out = out.reshape(bsz, (length + m - 1) * stride, cout)[:, : (length - 1) * stride + k]
-    return out + b if b is not None else out
+        acc = mx.addmm(acc, xp[:, m - 1 - j : m - 1 - j + n_frames], wj[j])
+    return acc.reshape(bsz, n_frames * stride, cout)[:, : (length - 1) * stride + k]
 
 
 class _Conv(nn.Module):
