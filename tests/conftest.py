@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 import audiogen_core  # noqa: F401  - preloads OpenBLAS before anything imports mlx
+
+import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from audiogen_core import audio
+from audiogen_core.codes import load_codes
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from audiogen_cli.main import cli
-from audiogen_core import audio
-from audiogen_core.codes import load_codes
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "encodec"
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from audiogen_core import audio
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from audiogen_cli.main import cli
-from audiogen_core import audio
 from audiogen_musicgen import MusicGen
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "musicgen_pipeline"

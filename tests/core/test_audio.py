@@ -10,6 +10,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from audiogen_core import audio
+from audiogen_core.errors import AudioFileError, AudiogenError, InvalidInputError
+
 import numpy as np
 import pyloudnorm
 import pytest
@@ -17,9 +20,6 @@ import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from audiogen_core import audio
-from audiogen_core.errors import AudioFileError, AudiogenError, InvalidInputError
 
 SR = 44100
 LSB16 = 2.0**-15  # one 16-bit step: libsndfile's wav conversion can be off by up to one step

@@ -85,3 +85,19 @@ def test_info_reports_device_and_versions() -> None:
     info = json.loads(_run(REPORT).stdout)
     assert {"audiogen-core", "mlx", "device", "gpu backend", "cpu blas"} <= info.keys()
     assert info["audiogen-core"] == "0.1.0"
+
+
+@linux
+@pytest.mark.parametrize(
+    "module", ["audiogen_musicgen", "audiogen_musicgen.decoder", "audiogen_core.encodec"]
+)
+def test_every_entry_point_preloads_before_mlx(module: str) -> None:
+    """Importing any audiogen package first must leave MLX on the system OpenBLAS (isort keeps
+    audiogen_core above mlx: see [tool.ruff.lint.isort] in pyproject.toml)."""
+    if not HAS_OPENBLAS:
+        pytest.fail("system OpenBLAS missing: install libopenblas0-pthread (.ci/run does)")
+    out = _run(
+        f"import {module}, mlx.core as mx; from audiogen_core import backend; "
+        "print(backend.active_blas())"
+    ).stdout
+    assert out.startswith("OpenBLAS ("), out

@@ -8,6 +8,9 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from audiogen_core import hub
+from audiogen_core.errors import DownloadError, InvalidInputError
+
 import huggingface_hub
 import pytest
 from huggingface_hub.errors import (
@@ -21,9 +24,6 @@ from huggingface_hub.errors import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-
-from audiogen_core import hub
-from audiogen_core.errors import DownloadError, InvalidInputError
 
 REPO = "facebook/musicgen-small"
 FILES: dict[str, bytes | str | Path] = {

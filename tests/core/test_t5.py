@@ -12,10 +12,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import mlx.core as mx
-import numpy as np
-import pytest
-
 from audiogen_core.errors import (
     CorruptWeightsError,
     InvalidInputError,
@@ -24,6 +20,10 @@ from audiogen_core.errors import (
 )
 from audiogen_core.t5 import T5Config, T5Encoder, _relative_position_buckets, sanitize
 from audiogen_core.weights import load_safetensors, save_safetensors
+
+import mlx.core as mx
+import numpy as np
+import pytest
 
 ATOL = 1e-4
 

@@ -10,13 +10,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from audiogen_core.errors import InvalidInputError, WeightsError
+from audiogen_core.tokenizer import T5Tokenizer
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from audiogen_core.errors import InvalidInputError, WeightsError
-from audiogen_core.tokenizer import T5Tokenizer
 
 EDGE_EXTRA = ["ＡＢＣ full width", "ﬁ ligature", "①② circled", "Ⅻ roman", "x\u3000y", "\u200b"]
 

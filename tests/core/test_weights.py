@@ -6,11 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlx.core as mx
-import mlx.nn as nn
-import numpy as np
-import pytest
-
 from audiogen_core.errors import CorruptWeightsError, MissingWeightsError, WeightsError
 from audiogen_core.weights import (
     cast_floats,
@@ -23,6 +18,11 @@ from audiogen_core.weights import (
     safetensors_metadata,
     save_safetensors,
 )
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
 
 ATOL = 1e-5
 rng = np.random.default_rng(0)

@@ -14,12 +14,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from audiogen_core.errors import InvalidInputError, MissingWeightsError
+from audiogen_core.weights import load_safetensors
+
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from audiogen_core.errors import InvalidInputError, MissingWeightsError
-from audiogen_core.weights import load_safetensors
 from audiogen_musicgen.config import DecoderConfig
 from audiogen_musicgen.decoder import KVCache, MusicGenDecoder, _sinusoids
 from audiogen_musicgen.sampling import delay_codes, generate_codes

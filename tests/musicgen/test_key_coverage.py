@@ -23,12 +23,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from audiogen_core import encodec, t5
+from audiogen_core.errors import MissingWeightsError
+
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
 
-from audiogen_core import encodec, t5
-from audiogen_core.errors import MissingWeightsError
 from audiogen_musicgen import convert
 from audiogen_musicgen import weights as decoder_weights
 from audiogen_musicgen.config import DecoderConfig

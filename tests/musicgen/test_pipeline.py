@@ -19,9 +19,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-import pytest
-
 from audiogen_core import audio as audio_io
 from audiogen_core.errors import (
     CorruptWeightsError,
@@ -29,6 +26,10 @@ from audiogen_core.errors import (
     MissingWeightsError,
     WeightsError,
 )
+
+import numpy as np
+import pytest
+
 from audiogen_musicgen import MusicGen, convert
 
 AUDIO_ATOL = 1e-3  # the brief's bound; measured ~2e-7 (float32 throughout)

@@ -11,14 +11,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from audiogen_core.errors import InvalidInputError
+from audiogen_core.weights import load_safetensors
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiogen_core.errors import InvalidInputError
-from audiogen_core.weights import load_safetensors
 from audiogen_musicgen.config import DecoderConfig
 from audiogen_musicgen.decoder import MusicGenDecoder
 from audiogen_musicgen.sampling import (

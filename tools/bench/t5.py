@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import audiogen_core  # noqa: F401  - OpenBLAS before mlx
+from audiogen_core.backend import active_blas
+from audiogen_core.t5 import T5Encoder
+
 import mlx.core as mx
 import numpy as np
 import torch
 from transformers import T5Config, T5EncoderModel
-
-import audiogen_core  # noqa: F401  - OpenBLAS before mlx
-from audiogen_core.backend import active_blas
-from audiogen_core.t5 import T5Encoder
 
 T5_BASE: dict[str, Any] = dict(
     vocab_size=32128,

@@ -62,11 +62,11 @@ def encode(
 @offline_option
 def decode(codes_file: Path, output: Path, model: str, offline: bool) -> None:
     """Decode a .npz of codes to an audio file (.wav / .flac / .ogg)."""
-    import numpy as np
-
     from audiogen_core import audio
     from audiogen_core.codes import load_codes
     from audiogen_core.errors import InvalidInputError
+
+    import numpy as np
 
     data = load_codes(codes_file)
     m = _load(model, offline)
@@ -86,9 +86,9 @@ def decode(codes_file: Path, output: Path, model: str, offline: bool) -> None:
 @offline_option
 def roundtrip(audio_file: Path, output: Path, model: str, offline: bool) -> None:
     """Encode AUDIO_FILE and decode it again: hear what the codec keeps."""
-    import numpy as np
-
     from audiogen_core import audio
+
+    import numpy as np
 
     m = _load(model, offline)
     wave, _ = audio.read(audio_file, sample_rate=m.sample_rate, channels=m.channels)

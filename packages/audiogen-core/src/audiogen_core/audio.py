@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from audiogen_core.errors import AudioFileError, AudiogenError, InvalidInputError
+
 import numpy as np
 import pyloudnorm
 import soundfile
 import soxr
-
-from audiogen_core.errors import AudioFileError, AudiogenError, InvalidInputError
 
 PathLike = str | os.PathLike[str]
 

@@ -133,9 +133,9 @@ def info() -> dict[str, str]:
     """What the CLI's ``info`` prints: versions, device, GPU backend and BLAS."""
     import platform
 
-    import mlx.core as mx
-
     from audiogen_core import __version__
+
+    import mlx.core as mx
 
     dev = mx.default_device()
     return {

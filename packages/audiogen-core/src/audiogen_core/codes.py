@@ -8,9 +8,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from audiogen_core.errors import InvalidInputError
+
+import numpy as np
 
 
 @dataclass(frozen=True)

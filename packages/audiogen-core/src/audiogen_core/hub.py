@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from audiogen_core.errors import DownloadError, InvalidInputError
+
 import huggingface_hub
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -37,8 +39,6 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-
-from audiogen_core.errors import DownloadError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 

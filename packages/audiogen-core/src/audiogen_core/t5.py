@@ -15,12 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from audiogen_core.errors import InvalidInputError, WeightsError
+from audiogen_core.weights import cast_floats, load_into, load_safetensors
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-
-from audiogen_core.errors import InvalidInputError, WeightsError
-from audiogen_core.weights import cast_floats, load_into, load_safetensors
 
 # transformers ACT2FN names a T5 config can select through ``feed_forward_proj``.
 _ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {

@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from audiogen_core.errors import InvalidInputError, WeightsError
+
 import numpy as np
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-
-from audiogen_core.errors import InvalidInputError, WeightsError
 
 _PAD = "<pad>"
 _EOS = "</s>"

@@ -11,12 +11,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from audiogen_core.errors import CorruptWeightsError, MissingWeightsError, WeightsError
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
-
-from audiogen_core.errors import CorruptWeightsError, MissingWeightsError, WeightsError
 
 Array = Any  # mx.array or np.ndarray: the layout helpers work on both
 

@@ -3,6 +3,8 @@
 ``MusicGen.from_pretrained("facebook/musicgen-small").generate(["lofi beat"], duration=5)``
 """
 
+import audiogen_core  # noqa: F401  - first: preloads OpenBLAS before any module imports mlx
+
 from audiogen_musicgen.pipeline import MusicGen
 
 __version__ = "0.1.0"

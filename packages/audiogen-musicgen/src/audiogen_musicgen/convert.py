@@ -34,10 +34,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
-import mlx.nn as nn
-from mlx.utils import tree_flatten
-
 from audiogen_core import encodec, t5
 from audiogen_core.errors import (
     CorruptWeightsError,
@@ -46,6 +42,11 @@ from audiogen_core.errors import (
     WeightsError,
 )
 from audiogen_core.weights import load_safetensors, save_safetensors
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
 from audiogen_musicgen import weights as decoder_weights
 from audiogen_musicgen.config import DecoderConfig
 from audiogen_musicgen.decoder import MusicGenDecoder

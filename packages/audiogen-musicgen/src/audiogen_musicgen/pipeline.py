@@ -18,9 +18,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import mlx.core as mx
-import numpy as np
-
 from audiogen_core import audio as audio_io
 from audiogen_core import backend, hub
 from audiogen_core.encodec import EncodecModel
@@ -28,6 +25,10 @@ from audiogen_core.errors import InvalidInputError, WeightsError
 from audiogen_core.t5 import T5Encoder
 from audiogen_core.tokenizer import T5Tokenizer
 from audiogen_core.weights import cast_floats, load_into, load_safetensors
+
+import mlx.core as mx
+import numpy as np
+
 from audiogen_musicgen import convert
 from audiogen_musicgen.decoder import KVCache, MusicGenDecoder
 from audiogen_musicgen.sampling import generate_codes, validate_sampling

@@ -13,10 +13,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from audiogen_core.errors import InvalidInputError
+
 import mlx.core as mx
 import numpy as np
 
-from audiogen_core.errors import InvalidInputError
 from audiogen_musicgen.decoder import MusicGenDecoder
 
 Array = Any  # np.ndarray or mx.array

@@ -21,10 +21,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-import mlx.core as mx
-
 from audiogen_core.errors import MissingWeightsError
 from audiogen_core.weights import load_into
+
+import mlx.core as mx
+
 from audiogen_musicgen.config import DecoderConfig
 from audiogen_musicgen.decoder import MusicGenDecoder
 
