@@ -14,9 +14,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import mlx.core as mx
-import numpy as np
-import pytest
 from audiogen_core import encodec as encodec_mod
 from audiogen_core.encodec import EncodecConfig, EncodecModel, sanitize
 from audiogen_core.errors import (
@@ -26,6 +23,10 @@ from audiogen_core.errors import (
     WeightsError,
 )
 from audiogen_core.weights import load_safetensors, save_safetensors
+
+import mlx.core as mx
+import numpy as np
+import pytest
 
 ATOL = 1e-4
 BUILDER = Path(__file__).resolve().parents[2] / "tools" / "fixtures" / "encodec.py"

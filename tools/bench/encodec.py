@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import mlx.core as mx
-import numpy as np
-
 import audiogen_core  # noqa: F401  - OpenBLAS preload before mlx
 from audiogen_core import backend
 from audiogen_core.encodec import EncodecModel
+
+import mlx.core as mx
+import numpy as np
 
 # facebook/encodec_32khz as shipped in the facebook/musicgen-* configs ("audio_encoder").
 ENCODEC_32K: dict[str, Any] = {
