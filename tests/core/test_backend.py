@@ -101,3 +101,29 @@ def test_every_entry_point_preloads_before_mlx(module: str) -> None:
         "print(backend.active_blas())"
     ).stdout
     assert out.startswith("OpenBLAS ("), out
+
+
+@linux
+def test_kernel_family_is_chosen_without_leaking_the_variable() -> None:
+    """On a CPU with AVX2/AVX-512 the preload picks Haswell/SkylakeX kernels (Debian's OpenBLAS
+    0.3.21 falls back to slow generic ones on CPUs newer than it), for its own start-up only; a
+    user's OPENBLAS_CORETYPE wins."""
+    import os
+
+    if not HAS_OPENBLAS:
+        pytest.fail("system OpenBLAS missing: install libopenblas0-pthread (.ci/run does)")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    code = (
+        "import os, audiogen_core; from audiogen_core import backend; "
+        "print(backend.openblas_core(), backend._coretype_hint(), "
+        "'OPENBLAS_CORETYPE' in os.environ)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    core, hint, leaked = proc.stdout.split()
+    assert leaked == "False"
+    if hint != "None":
+        assert core == hint
+    user = _run(code, OPENBLAS_CORETYPE="Haswell").stdout.split()
+    assert user[0] == "Haswell" and user[2] == "True"

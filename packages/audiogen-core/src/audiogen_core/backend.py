@@ -45,6 +45,54 @@ def _loaded_blas_from_maps() -> str | None:
     return None
 
 
+def _coretype_hint() -> str | None:
+    """An OpenBLAS kernel family for this x86 CPU, from /proc/cpuinfo flags.
+
+    Why: Debian's OpenBLAS 0.3.21 does not know recent Xeons (e.g. Sapphire Rapids) and falls
+    back to its generic "Prescott" kernels, measured 3-4× slower here (1024³ sgemm: 64 ms
+    Prescott, 19 ms Haswell, 14 ms SkylakeX). Both families only need the flags checked below.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    flags = set(line.partition(":")[2].split())
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"} <= flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return None
+
+
+def _dlopen_with_coretype(candidate: str) -> None:
+    """dlopen ``candidate`` globally; unless the user set OPENBLAS_CORETYPE, pass the kernel
+    family from ``_coretype_hint`` for the library's start-up only (it reads the variable once,
+    while loading), so numpy's own OpenBLAS and child processes are not affected."""
+    hint = None if "OPENBLAS_CORETYPE" in os.environ else _coretype_hint()
+    if hint:
+        os.environ["OPENBLAS_CORETYPE"] = hint
+    try:
+        ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+    finally:
+        if hint:
+            del os.environ["OPENBLAS_CORETYPE"]
+
+
+def openblas_core() -> str | None:
+    """The kernel family the loaded OpenBLAS runs (``openblas_get_corename``), if any."""
+    path = _loaded_blas_from_maps()
+    if not path:
+        return None
+    try:
+        fn = ctypes.CDLL(path).openblas_get_corename
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_char_p
+    name = fn()
+    return name.decode() if name else None
+
+
 def preload_openblas() -> str | None:
     """Load the system OpenBLAS globally so MLX's CPU backend uses it. Returns its path or None.
 
@@ -76,7 +124,7 @@ def preload_openblas() -> str | None:
     override = os.environ.get(PATH_ENV)
     for candidate in (override,) if override else _CANDIDATES:
         try:
-            ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+            _dlopen_with_coretype(candidate)
         except OSError:
             continue
         _state["blas"] = _loaded_blas_from_maps() or candidate
@@ -97,7 +145,8 @@ def active_blas() -> str:
         return "Accelerate"
     path = _loaded_blas_from_maps()
     if path:
-        return f"OpenBLAS ({path})"
+        core = openblas_core()
+        return f"OpenBLAS ({path}" + (f", {core} kernels)" if core else ")")
     reason = _state["reason"]
     return "MLX bundled reference BLAS" + (f" ({reason})" if reason else "")
 
