@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
+import subprocess  # nosec B404
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -418,7 +418,7 @@ def play(path: PathLike) -> None:
         )
     exe, args = found
     try:
-        subprocess.run([exe, *args, str(p)], check=True)  # noqa: S603 - list argv, no shell
+        subprocess.run([exe, *args, str(p)], check=True)  # noqa: S603  # nosec B603
     except subprocess.CalledProcessError as e:
         raise AudiogenError(
             f"{p}: {Path(exe).name} exited with status {e.returncode} while playing it"

@@ -152,7 +152,7 @@ def _convert_spiece(root: Path) -> Tokenizer:
     from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # lazy alias in v5
 
     try:
-        converted = T5TokenizerFast.from_pretrained(str(root))
+        converted = T5TokenizerFast.from_pretrained(str(root))  # nosec B615
     except (ImportError, OSError, ValueError) as e:
         raise WeightsError(f"{root}: cannot convert spiece.model: {e}") from e
     backend: Tokenizer = converted.backend_tokenizer

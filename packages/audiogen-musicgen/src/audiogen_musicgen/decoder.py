@@ -166,8 +166,7 @@ class MusicGenDecoder(nn.Module):
         self.layers = [DecoderLayer(config) for _ in range(config.num_hidden_layers)]
         self.layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.lm_heads = nn.Linear(d, k * v, bias=False)
-        if config.has_enc_to_dec_proj:
-            assert config.text_encoder_hidden_size is not None
+        if config.has_enc_to_dec_proj and config.text_encoder_hidden_size is not None:
             # nn.Linear default in transformers: this one has a bias.
             self.enc_to_dec_proj = nn.Linear(config.text_encoder_hidden_size, d)
         # Upstream computes embed_scale from scale_embedding but never applies it: neither do we.
