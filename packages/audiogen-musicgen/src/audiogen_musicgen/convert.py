@@ -24,6 +24,7 @@ load time, so one converted copy serves every dtype.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -130,8 +131,9 @@ def upstream_config(root: Path) -> dict[str, Any]:
 
 
 def weight_files(root: Path) -> list[Path]:
-    """The safetensors files of an upstream directory (single file or the index's shards); a
-    clear error for ``.bin``-only directories."""
+    """The weight files of an upstream directory: safetensors (single file or the index's
+    shards), else ``pytorch_model*.bin`` when audiogen-convert is installed to read them, else a
+    clear error saying what to install."""
     single = root / "model.safetensors"
     index = root / "model.safetensors.index.json"
     if single.is_file():
@@ -149,6 +151,9 @@ def weight_files(root: Path) -> list[Path]:
         return [root / s for s in shards]
     bins = sorted(p.name for p in root.glob("pytorch_model*.bin"))
     if bins or (root / "pytorch_model.bin.index.json").is_file():
+        formats = _bin_reader()
+        if formats is not None:
+            return list(formats.detect(root).files)
         shown = ", ".join(bins) if bins else "pytorch_model.bin.index.json"
         raise WeightsError(f"{root}: only PyTorch .bin weights ({shown}). {BIN_HINT}")
     raise MissingWeightsError(
@@ -156,6 +161,21 @@ def weight_files(root: Path) -> list[Path]:
         "only pytorch_model*.bin, such as facebook/musicgen-medium and facebook/musicgen-large, "
         f"are not fetched as such: {BIN_HINT})"
     )
+
+
+def _bin_reader() -> Any:
+    """``audiogen_convert.formats`` when installed (it reads ``.bin`` with torch), else None.
+    Imported lazily: the dependency points from audiogen-convert to this package, not back."""
+    try:
+        return importlib.import_module("audiogen_convert.formats")
+    except ImportError:
+        return None
+
+
+def _read_weights(path: Path) -> dict[str, mx.array]:
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
+    return dict(_bin_reader().read_bin(path))  # weight_files returns .bin only when it exists
 
 
 def tokenizer_files(root: Path) -> list[Path]:
@@ -251,7 +271,7 @@ def convert(
     tokenizer = tokenizer_files(src)
     upstream: dict[str, mx.array] = {}
     for f in files:
-        upstream.update(load_safetensors(f))  # lazy: tensors are read when saved below
+        upstream.update(_read_weights(f))  # safetensors lazily: read when saved below
     label = ", ".join(str(f) for f in files)
     configs = component_configs(config, str(src / "config.json"))
     parts = split_components(upstream, label)

@@ -1,0 +1,173 @@
+"""Convert an upstream (transformers) MusicGen checkpoint, in any file format ``formats`` reads,
+into an audiogen directory.
+
+The conversion itself is audiogen_musicgen's (``audiogen_musicgen.convert.convert``, the same code
+``MusicGen.from_pretrained`` runs in-process); this module adds what an explicit, one-off conversion
+needs: format detection, an optional dtype cast, overwrite rules, and a manifest that records the
+upstream format. Whether the model is mono or stereo comes from its config, never its name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from audiogen_core.errors import InvalidInputError, WeightsError
+from audiogen_core.weights import cast_floats, load_safetensors, save_safetensors
+
+import mlx.core as mx
+
+from audiogen_convert import __version__
+from audiogen_convert import formats as fmt
+
+DTYPES: dict[str, mx.Dtype] = {
+    "float32": mx.float32,
+    "float16": mx.float16,
+    "bfloat16": mx.bfloat16,
+}
+# Formats whose keys are transformers' MusicgenForConditionalGeneration state dict.
+TRANSFORMERS_FORMATS = (fmt.SAFETENSORS, fmt.SAFETENSORS_SHARDED, fmt.BIN, fmt.BIN_SHARDED)
+COMPONENTS = ("decoder", "t5", "encodec")
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What ``convert_musicgen`` found and wrote."""
+
+    out_dir: Path
+    format: str
+    variant: str  # "mono" | "stereo"
+    dtype: str
+    num_codebooks: int
+
+
+def variant(config: dict[str, Any], path: Path) -> str:
+    """``"mono"`` or ``"stereo"`` from a composite MusicGen config; Melody is refused clearly."""
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and "melody" in model_type:
+        raise WeightsError(
+            f"{path}: a MusicGen-Melody checkpoint ({model_type}); converting Melody models is "
+            "not yet supported"
+        )
+    decoder = config.get("decoder")
+    channels = decoder.get("audio_channels", 1) if isinstance(decoder, dict) else None
+    if model_type != "musicgen" or channels not in (1, 2):
+        raise WeightsError(
+            f"{path}: not a MusicGen config (model_type {model_type!r}, decoder audio_channels "
+            f"{channels!r}; expected 'musicgen' with 1 or 2 channels)"
+        )
+    return "stereo" if channels == 2 else "mono"
+
+
+def _check_out_dir(out_dir: Path, src: Path, force: bool) -> Path:
+    """SPEC §3 output rules: no ``..``, parent must exist, never the source or a folder holding
+    it, an existing target only with ``force`` (and only a directory)."""
+    if ".." in out_dir.parts:
+        raise InvalidInputError(f"{out_dir}: output path must not contain '..'")
+    out = out_dir.expanduser().resolve()
+    if not out.parent.is_dir():
+        raise InvalidInputError(f"{out_dir}: parent directory {out.parent} does not exist")
+    if out == src or out in src.parents:
+        raise InvalidInputError(f"{out_dir}: output would overwrite the source {src}")
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise InvalidInputError(f"{out_dir}: already exists (pass --force to replace it)")
+        if not out.is_dir() or out.is_symlink():
+            raise InvalidInputError(f"{out_dir}: exists and is not a directory; not replacing it")
+    return out
+
+
+def _as_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        return DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise InvalidInputError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    return dtype
+
+
+def _dtype_name(dtype: mx.Dtype) -> str:
+    return str(dtype).removeprefix("mlx.core.")
+
+
+def convert_musicgen(
+    src_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    dtype: str | mx.Dtype | None = None,
+    source: str | None = None,
+    revision: str | None = None,
+    force: bool = False,
+) -> Conversion:
+    """Convert the upstream MusicGen directory ``src_dir`` into ``out_dir``.
+
+    ``dtype`` casts floating tensors (default: keep the published dtype). ``source`` /
+    ``revision`` are recorded in the manifest (default: the source directory). The result
+    appears atomically: it is built in a temporary sibling and renamed into place; with
+    ``force`` an existing ``out_dir`` is replaced only once the new copy is complete.
+    """
+    from audiogen_musicgen import convert as mg
+
+    src = Path(src_dir).expanduser().resolve()
+    target = _check_out_dir(Path(out_dir), src, force)
+    cast_to = _as_dtype(dtype)
+    checkpoint = fmt.detect(src)
+    if checkpoint.format not in TRANSFORMERS_FORMATS:
+        raise WeightsError(
+            f"{src}: a {checkpoint.format} checkpoint; MusicGen conversion reads transformers "
+            f"checkpoints (config.json with {', '.join(TRANSFORMERS_FORMATS)} weights); "
+            f"{checkpoint.format} is not yet supported"
+        )
+    if checkpoint.config is None:
+        raise WeightsError(f"{src}: no config.json beside the weights")
+    kind = variant(mg.read_json(checkpoint.config), checkpoint.config)
+    if checkpoint.needs_torch:
+        fmt.import_torch(checkpoint.files[0])  # the pip hint before any work
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        built = mg.convert(src, tmp / "model", source=source or str(src), revision=revision)
+        manifest = mg.read_json(built / mg.MANIFEST)
+        if cast_to is not None:
+            for part in COMPONENTS:
+                path = built / part / "model.safetensors"
+                weights = cast_floats(load_safetensors(path), cast_to)
+                save_safetensors(path, weights, {"format": "mlx"})
+            manifest["dtype"] = _dtype_name(cast_to)
+        manifest.update(
+            source_format=checkpoint.format,
+            variant=kind,
+            converter=f"audiogen-convert {__version__}",
+        )
+        (built / mg.MANIFEST).write_text(json.dumps(manifest, indent=1))
+        mg.read_manifest(built)  # complete and ours before it replaces anything
+        if target.exists():  # --force: swap, and put the old copy back if the swap fails
+            previous = tmp / "previous"
+            target.rename(previous)
+            try:
+                built.rename(target)
+            except OSError:
+                previous.rename(target)
+                raise
+        else:
+            built.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Conversion(
+        out_dir=target,
+        format=checkpoint.format,
+        variant=kind,
+        dtype=str(manifest["dtype"]),
+        num_codebooks=int(manifest["num_codebooks"]),
+    )
+
+
+__all__ = ["DTYPES", "Conversion", "convert_musicgen", "variant"]
