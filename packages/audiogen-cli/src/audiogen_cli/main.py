@@ -15,6 +15,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("audiogen_cli.generate", "generate", "Generate music from text prompts."),
     "info": ("audiogen_cli.info", "info", "Show versions, compute device and BLAS."),
     "codec": ("audiogen_cli.codec", "codec", "Encode / decode audio with EnCodec."),
+    "convert": (
+        "audiogen_cli.convert",
+        "convert",
+        "Convert upstream weights to an audiogen directory.",
+    ),
 }
 
 

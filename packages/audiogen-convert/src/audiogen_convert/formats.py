@@ -160,7 +160,25 @@ def import_torch(path: Path) -> ModuleType:
         ) from e
 
 
+def _check_container(path: Path) -> None:
+    """A zip-format pickle (torch >= 1.6) must have its central directory: a truncated one makes
+    torch fail with a bare ``OSError: Invalid argument``, which would not say why."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+        if magic == b"PK\x03\x04":
+            with zipfile.ZipFile(path):
+                pass
+    except zipfile.BadZipFile as e:
+        raise CorruptWeightsError(
+            f"{path}: truncated or not a PyTorch checkpoint (broken zip container: {e})"
+        ) from e
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read weights file: {e.strerror or e}") from e
+
+
 def _torch_load(torch: ModuleType, path: Path) -> Any:
+    _check_container(path)
     try:
         try:
             return torch.load(path, weights_only=True, map_location="cpu", mmap=True)

@@ -46,6 +46,55 @@ class Conversion:
     num_codebooks: int
 
 
+def _hub_patterns() -> tuple[list[str], list[str]]:
+    """(what every hub MusicGen conversion fetches, the pickles fetched only when a repo has no
+    safetensors): .bin files are big duplicates of the safetensors where both exist."""
+    from audiogen_musicgen.convert import TOKENIZER_FILES
+
+    first = [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "model-*.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+        *TOKENIZER_FILES,
+    ]
+    pickles = ["pytorch_model.bin", "pytorch_model-*.bin"]
+    return first, pickles
+
+
+def resolve_source(
+    name_or_path: str | os.PathLike[str],
+    *,
+    offline: bool | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Path, str, str | None]:
+    """``(local directory, source label, revision)`` for a local upstream directory or a hub
+    repo id; for a repo without safetensors the ``.bin`` files are fetched in a second pass."""
+    from audiogen_core import hub
+
+    from audiogen_musicgen.convert import snapshot_revision
+
+    if Path(os.fspath(name_or_path)).expanduser().is_dir():
+        root = hub.resolve(name_or_path)
+        return root, str(root), snapshot_revision(root)
+    first, pickles = _hub_patterns()
+    kw: dict[str, Any] = {
+        "offline": offline,
+        "revision": revision,
+        "trust_remote_code": trust_remote_code,
+    }
+    root = hub.resolve(name_or_path, allow_patterns=first, **kw)
+    has_safetensors = (root / "model.safetensors").is_file() or (
+        root / "model.safetensors.index.json"
+    ).is_file()
+    if not has_safetensors:
+        root = hub.resolve(name_or_path, allow_patterns=first + pickles, **kw)
+    return root, os.fspath(name_or_path), snapshot_revision(root)
+
+
 def variant(config: dict[str, Any], path: Path) -> str:
     """``"mono"`` or ``"stereo"`` from a composite MusicGen config; Melody is refused clearly."""
     model_type = config.get("model_type")
@@ -64,15 +113,16 @@ def variant(config: dict[str, Any], path: Path) -> str:
     return "stereo" if channels == 2 else "mono"
 
 
-def _check_out_dir(out_dir: Path, src: Path, force: bool) -> Path:
-    """SPEC §3 output rules: no ``..``, parent must exist, never the source or a folder holding
-    it, an existing target only with ``force`` (and only a directory)."""
+def check_out_dir(out_dir: Path, *, force: bool, src: Path | None = None) -> Path:
+    """SPEC §3 output rules, resolved path returned: no ``..``, parent must exist, never the
+    (resolved) source or a folder holding it, an existing target only with ``force`` (and only
+    a directory)."""
     if ".." in out_dir.parts:
         raise InvalidInputError(f"{out_dir}: output path must not contain '..'")
     out = out_dir.expanduser().resolve()
     if not out.parent.is_dir():
         raise InvalidInputError(f"{out_dir}: parent directory {out.parent} does not exist")
-    if out == src or out in src.parents:
+    if src is not None and (out == src or out in src.parents):
         raise InvalidInputError(f"{out_dir}: output would overwrite the source {src}")
     if out.exists() or out.is_symlink():
         if not force:
@@ -117,7 +167,7 @@ def convert_musicgen(
     from audiogen_musicgen import convert as mg
 
     src = Path(src_dir).expanduser().resolve()
-    target = _check_out_dir(Path(out_dir), src, force)
+    target = check_out_dir(Path(out_dir), force=force, src=src)
     cast_to = _as_dtype(dtype)
     checkpoint = fmt.detect(src)
     if checkpoint.format not in TRANSFORMERS_FORMATS:
@@ -170,4 +220,11 @@ def convert_musicgen(
     )
 
 
-__all__ = ["DTYPES", "Conversion", "convert_musicgen", "variant"]
+__all__ = [
+    "DTYPES",
+    "Conversion",
+    "check_out_dir",
+    "convert_musicgen",
+    "resolve_source",
+    "variant",
+]
