@@ -153,9 +153,9 @@ def test_index_errors_name_the_index(tmp_path: Path, index_name: str, shards: li
     with pytest.raises(CorruptWeightsError, match="no weight_map"):
         formats.detect(root)
     (root / index_name).write_text("{truncated")
-    with pytest.raises(CorruptWeightsError, match="unreadable JSON") as e:
+    with pytest.raises(CorruptWeightsError, match="unreadable JSON") as corrupt:
         formats.detect(root)
-    assert str(root / index_name) in str(e.value)
+    assert str(root / index_name) in str(corrupt.value)
 
 
 def test_safetensors_read_and_truncated(tmp_path: Path) -> None:
