@@ -138,5 +138,5 @@ def test_bin_only_hub_repo(torch: ModuleType, tmp_path: Path, fake_hub: Any) -> 
     assert code == 0, output
     assert "detected: bin-sharded checkpoint, MusicGen stereo (8 codebooks)" in output
     assert fake_hub.count == 2  # safetensors first, then the .bin files
-    assert any("pytorch_model-*.bin" in c["allow_patterns"] for c in fake_hub.calls[1:])  # type: ignore[operator]
+    assert any("pytorch_model-*.bin" in c["allow_patterns"] for c in fake_hub.calls[1:])
     _check_codes(out, "stereo")
