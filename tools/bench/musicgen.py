@@ -24,6 +24,10 @@ The hooks add one host sync after T5 and one after the first step to ours (whose
 never syncs) and one per step to transformers (whose loop syncs every step anyway). A short
 generation warms both sides up, then ``--runs`` runs alternate transformers and ours when both
 models fit in memory together (else all transformers runs, the torch model freed, then ours).
+On a CPU shared with other work, torch's OpenMP threads spin at their barriers and lose their
+turn: measured here at load 6 on 2 cores, transformers ran 0.35 steps/s with 2 threads and 1.6
+with 1; ``OMP_WAIT_POLICY=PASSIVE`` (set by default, before torch loads, unless the environment
+sets it) gave 1.6 with 2 threads. Ours' OpenBLAS threads do not spin that way.
 ``speed-up`` is ours ÷ transformers for steps/s and transformers ÷ ours for seconds: > 1 means
 ours is faster.
 
@@ -99,7 +103,7 @@ VARIANTS: dict[str, tuple[int, int, int, int, int, int]] = {
 }
 PROMPT = (
     "an upbeat lofi hip hop track with warm rhodes piano, dusty drums, deep bass, vinyl crackle "
-    "and soft rain"
+    "and soft falling rain"
 )
 PROMPT_TOKENS = 28  # t5-base's SentencePiece: ~1.3 tokens a word + </s>
 FRAME_RATE = 50
@@ -455,6 +459,7 @@ def environment(torch: Any, args: argparse.Namespace, torch_device: str) -> dict
         "torch_blas": torch_blas(torch),
         "transformers": transformers.__version__,
         "numpy": np.__version__,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "stubbed_modules": STUBBED,
         "args": vars(args),
     }
@@ -597,6 +602,12 @@ def main() -> int:
         "--dtype", choices=("float32", "float16", "bfloat16"), help="ours (default: as torch)"
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    ap.add_argument(
+        "--omp-wait-policy",
+        choices=("passive", "active", "unset"),
+        default="passive",
+        help="OMP_WAIT_POLICY for torch, unless already in the environment (see the docstring)",
+    )
     ap.add_argument("--sequential", action="store_true", help="never hold both models at once")
     ap.add_argument("--profile", action="store_true", help="ours' per-step split (synced loop)")
     ap.add_argument("--json", type=Path, help="write every number here")
@@ -606,6 +617,8 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
 
+    if args.omp_wait_policy != "unset":
+        os.environ.setdefault("OMP_WAIT_POLICY", args.omp_wait_policy.upper())
     import torch
     import transformers
 
