@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -272,7 +273,11 @@ def _bin_only(fixtures_dir: Path, directory: Path, bins: dict[str, bytes]) -> Pa
     return directory
 
 
-def test_bin_only_dir_says_what_to_install(fixtures_dir: Path, cache: Path, tmp_path: Path) -> None:
+def test_bin_only_dir_says_what_to_install(
+    fixtures_dir: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without audiogen-convert installed (with it, .bin is read: tests/convert cover that).
+    monkeypatch.setitem(sys.modules, "audiogen_convert.formats", None)
     single = _bin_only(fixtures_dir, tmp_path / "medium", {"pytorch_model.bin": b"\x80\x02"})
     with pytest.raises(WeightsError, match=r'pip install "audiogen-convert\[torch\]"') as e:
         MusicGen.from_pretrained(single, cache_dir=cache)
