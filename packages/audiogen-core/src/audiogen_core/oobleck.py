@@ -173,6 +173,8 @@ class OobleckConfig:
 
 
 _state = {"numpy_cpu": True}
+# Below this many elements the thread hand-off costs more than MLX's scalar sin.
+_NUMPY_MIN_SIZE = 1 << 16
 _pool: list[ThreadPoolExecutor] = []
 
 
@@ -214,7 +216,7 @@ def _snake(x: mx.array, alpha: mx.array, inv_beta: mx.array) -> mx.array:
     numpy_ok = (
         _state["numpy_cpu"]
         and x.dtype == mx.float32
-        and x.size >= (1 << 16)
+        and x.size >= _NUMPY_MIN_SIZE
         and mx.default_device().type == mx.DeviceType.cpu
     )
     if not numpy_ok:
