@@ -26,8 +26,7 @@ generation warms both sides up, then ``--runs`` runs alternate transformers and 
 models fit in memory together (else all transformers runs, the torch model freed, then ours).
 On a CPU shared with other work, torch's OpenMP threads spin at their barriers and lose their
 turn: measured here at load 6 on 2 cores, transformers ran 0.35 steps/s with 2 threads and 1.6
-with 1; ``OMP_WAIT_POLICY=PASSIVE`` (set by default, before torch loads, unless the environment
-sets it) gave 1.6 with 2 threads. Ours' OpenBLAS threads do not spin that way.
+with 1; ``OMP_WAIT_POLICY=PASSIVE`` (set by this script unless the environment sets it) gave 1.6 with 2 threads. Ours' OpenBLAS threads do not spin that way.
 ``speed-up`` is ours ÷ transformers for steps/s and transformers ÷ ours for seconds: > 1 means
 ours is faster.
 
@@ -67,9 +66,12 @@ def _bootstrap() -> list[str]:
     """Make ``audiogen_*`` importable from the source tree and stub the audio-file modules if
     missing. Returns the stubbed names."""
     try:
-        importlib.import_module("audiogen_core")
+        importlib.import_module("audiogen_core")  # first: the OpenBLAS preload precedes mlx
     except ImportError:
         sys.path[:0] = [str(p) for p in sorted((ROOT / "packages").glob("*/src"))]
+        importlib.import_module("audiogen_core")
+    # torch before mlx: mlx[cuda13] loads an older cuDNN, which torch then refuses to use.
+    importlib.import_module("torch")
     stubbed = []
     for name in AUDIO_IO_MODULES:
         try:
@@ -81,6 +83,8 @@ def _bootstrap() -> list[str]:
     return stubbed
 
 
+# Before torch loads (see the docstring); OMP_WAIT_POLICY=ACTIVE in the environment overrides it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 STUBBED = _bootstrap()
 
 import audiogen_core  # noqa: E402  - OpenBLAS preload before mlx
@@ -89,8 +93,14 @@ from audiogen_core.weights import cast_floats, load_into  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from audiogen_musicgen import MusicGen, convert, sampling  # noqa: E402
+
+# Only audiogen_core.audio holds the stubs; others (transformers' find_spec checks) must see the
+# modules as absent, not as stubs without a spec.
+for _name in STUBBED:
+    del sys.modules[_name]
 
 # name: (layers, hidden, heads, ffn, codebooks, audio channels)
 VARIANTS: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -602,12 +612,6 @@ def main() -> int:
         "--dtype", choices=("float32", "float16", "bfloat16"), help="ours (default: as torch)"
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
-    ap.add_argument(
-        "--omp-wait-policy",
-        choices=("passive", "active", "unset"),
-        default="passive",
-        help="OMP_WAIT_POLICY for torch, unless already in the environment (see the docstring)",
-    )
     ap.add_argument("--sequential", action="store_true", help="never hold both models at once")
     ap.add_argument("--profile", action="store_true", help="ours' per-step split (synced loop)")
     ap.add_argument("--json", type=Path, help="write every number here")
@@ -617,9 +621,6 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
 
-    if args.omp_wait_policy != "unset":
-        os.environ.setdefault("OMP_WAIT_POLICY", args.omp_wait_policy.upper())
-    import torch
     import transformers
 
     transformers.logging.set_verbosity_error()
