@@ -98,8 +98,13 @@ def test_cached_steps_match_generation_logits_every_step(fixtures_dir: Path, nam
     assert err.max() <= ATOL, f"worst step {err.argmax()}: {err.max():.2e}"
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["eager", "static"])
 @pytest.mark.parametrize("name", VARIANTS)
-def test_greedy_cfg_codes_identical_to_transformers(fixtures_dir: Path, name: str) -> None:
+def test_greedy_cfg_codes_identical_to_transformers(
+    fixtures_dir: Path, name: str, static: bool
+) -> None:
+    """Both decode paths: the eager one (CPU default) and the compiled fixed-shape step (GPU
+    default), which attends over the whole masked cache."""
     model, data = _load_fixture(fixtures_dir, name)
     expected = data["codes"]
     assert expected.shape[-1] >= 50
@@ -110,8 +115,23 @@ def test_greedy_cfg_codes_identical_to_transformers(fixtures_dir: Path, name: st
         expected.shape[-1],
         guidance_scale=3.0,
         greedy=True,
+        static=static,
     )
     np.testing.assert_array_equal(np.array(codes), expected)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_static_and_eager_steps_sample_the_same_codes(fixtures_dir: Path, name: str) -> None:
+    model, data = _load_fixture(fixtures_dir, name)
+    args = (mx.array(data["encoder_hidden_states"]), mx.array(data["attention_mask"]), 40)
+    seen: list[tuple[int, int]] = []
+    eager = generate_codes(model, *args, top_k=5, key=7, static=False)
+    static = generate_codes(
+        model, *args, top_k=5, key=7, static=True, on_step=lambda d, n: seen.append((d, n))
+    )
+    np.testing.assert_array_equal(np.array(static), np.array(eager))
+    steps = 40 + max(model.config.codebook_delays)
+    assert seen[-1] == (steps, steps) and [d for d, _ in seen] == sorted({d for d, _ in seen})
 
 
 def test_stereo_fixture_is_stereo_from_config(fixtures_dir: Path) -> None:

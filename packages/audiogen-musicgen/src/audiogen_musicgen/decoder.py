@@ -106,6 +106,19 @@ class SelfAttention(nn.Module):
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1))
 
+    def static(
+        self, x: mx.array, keys: mx.array, values: mx.array, offset: mx.array, mask: mx.array
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        """One query against the whole preallocated cache: the write position is an array and
+        ``mask`` hides the unwritten tail, so shapes never change and the step compiles once."""
+        b, t, _ = x.shape
+        qkv = self.qkv_proj(x).reshape(b, t, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
+        q, k, v = mx.split(qkv, 3, axis=1)
+        keys = mx.slice_update(keys, k, offset, axes=(2,))
+        values = mx.slice_update(values, v, offset, axes=(2,))
+        out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
+        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1)), keys, values
+
 
 class CrossAttention(nn.Module):
     def __init__(self, config: DecoderConfig) -> None:
@@ -152,6 +165,23 @@ class DecoderLayer(nn.Module):
             self.encoder_attn_layer_norm(x), cache.cross_kv[layer], cache.cross_mask
         )
         return x + self.fc2(self.activation(self.fc1(self.final_layer_norm(x))))
+
+    def static(
+        self,
+        x: mx.array,
+        keys: mx.array,
+        values: mx.array,
+        offset: mx.array,
+        mask: mx.array,
+        cross_kv: tuple[mx.array, mx.array],
+        cross_mask: mx.array | None,
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        h, keys, values = self.self_attn.static(
+            self.self_attn_layer_norm(x), keys, values, offset, mask
+        )
+        x = x + h
+        x = x + self.encoder_attn(self.encoder_attn_layer_norm(x), cross_kv, cross_mask)
+        return x + self.fc2(self.activation(self.fc1(self.final_layer_norm(x)))), keys, values
 
 
 class MusicGenDecoder(nn.Module):
@@ -233,6 +263,34 @@ class MusicGenDecoder(nn.Module):
         cache.offset += t
         logits = self.lm_heads(self.layer_norm(x))  # (B, T, K·V)
         return logits.reshape(b, t, k, -1).transpose(0, 2, 1, 3)
+
+    def static_step(
+        self,
+        input_ids: mx.array,
+        offset: mx.array,
+        keys: list[mx.array],
+        values: list[mx.array],
+        cross_kv: list[tuple[mx.array, mx.array]],
+        cross_mask: mx.array | None,
+    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+        """``step`` for one position with fixed shapes, for ``mx.compile``: ``offset`` is an
+        int32 array ``(1,)``, the caches are inputs and outputs (written with a slice update
+        that reuses the buffer once the caller drops the old array). Returns logits
+        ``(B, K, 1, V)`` and the new caches."""
+        b, k, _ = input_ids.shape
+        max_len = keys[0].shape[2]
+        x = self.embed_tokens(input_ids + self._codebook_offsets).sum(axis=1)
+        x = x + mx.take(self.positions(max_len), offset, axis=0).astype(x.dtype)[None]
+        # Keys past the write position are hidden (additive mask, broadcast over batch/heads).
+        visible = mx.arange(max_len, dtype=mx.int32) <= offset
+        mask = mx.where(visible, mx.array(0.0, x.dtype), mx.array(-mx.inf, x.dtype))
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            x, kc, vc = layer.static(x, keys[i], values[i], offset, mask, cross_kv[i], cross_mask)
+            new_keys.append(kc)
+            new_values.append(vc)
+        logits = self.lm_heads(self.layer_norm(x))  # (B, 1, K·V)
+        return logits.reshape(b, 1, k, -1).transpose(0, 2, 1, 3), new_keys, new_values
 
     def __call__(
         self,

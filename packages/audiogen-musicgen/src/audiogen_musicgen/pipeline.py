@@ -30,7 +30,7 @@ import mlx.core as mx
 import numpy as np
 
 from audiogen_musicgen import convert
-from audiogen_musicgen.decoder import KVCache, MusicGenDecoder
+from audiogen_musicgen.decoder import MusicGenDecoder
 from audiogen_musicgen.sampling import generate_codes, validate_sampling
 
 MAX_DURATION_S = 30.0  # upstream's cap (1503 decoder positions at 50 frames/s)
@@ -134,34 +134,6 @@ def _progress_callback(progress: Progress) -> tuple[Callable[[int, int], None] |
         bar.update(step - bar.n)
 
     return update, bar
-
-
-class _ProgressDecoder:
-    """Stands in for the decoder inside ``generate_codes`` to report steps as they complete.
-
-    ``generate_codes`` queues every step without a host sync. To report real progress, step t
-    waits for the tokens of step t - 2 (the input of the previous call), so the device still has
-    one step queued while the host builds the next graph."""
-
-    def __init__(self, decoder: MusicGenDecoder, total: int, report: Callable[[int, int], None]):
-        self.decoder = decoder
-        self.config = decoder.config
-        self.total = total
-        self.report = report
-        self.calls = 0
-        self._previous: mx.array | None = None
-
-    def make_cache(self, states: mx.array, mask: mx.array | None, max_len: int) -> KVCache:
-        return self.decoder.make_cache(states, mask, max_len)
-
-    def step(self, input_ids: mx.array, cache: KVCache) -> mx.array:
-        if self.calls >= 2 and self._previous is not None:
-            # The input of call t - 1 is the output of step t - 2: t - 1 steps are done.
-            mx.eval(self._previous)
-            self.report(self.calls - 1, self.total)
-        self._previous = input_ids
-        self.calls += 1
-        return self.decoder.step(input_ids, cache)
 
 
 class MusicGen:
@@ -323,13 +295,9 @@ class MusicGen:
         frames = self.num_frames(duration)
         states, mask = self.encode_text(prompts)
         report, bar = _progress_callback(progress)
-        total = frames + max(self.decoder.config.codebook_delays)
-        decoder: Any = self.decoder
-        if report is not None:
-            decoder = _ProgressDecoder(self.decoder, total, report)
         try:
             codes = generate_codes(
-                decoder,
+                self.decoder,
                 states,
                 mask,
                 frames,
@@ -339,10 +307,9 @@ class MusicGen:
                 temperature=temperature,
                 key=None if greedy else (secrets.randbits(63) if seed is None else seed),
                 greedy=greedy,
+                on_step=report,
             )
             result = np.array(codes, dtype=np.int32)
-            if report is not None:
-                report(total, total)
         finally:
             if bar is not None:
                 bar.close()

@@ -10,7 +10,7 @@ with the same delay for both, so delays are ``[0, 0, 1, 1, 2, 2, 3, 3]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from audiogen_core.errors import InvalidInputError
@@ -164,6 +164,8 @@ def generate_codes(
     temperature: float = 1.0,
     key: mx.array | int | None = None,
     greedy: bool = False,
+    static: bool | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> mx.array:
     """Generate ``num_frames`` frames of codes ``(B, K, num_frames)`` (delay undone, pads gone).
 
@@ -172,6 +174,12 @@ def generate_codes(
     batch ``[cond; uncond]`` whose unconditional half has zeroed states and an all-zero mask, and
     the logits become ``uncond + scale·(cond − uncond)`` before sampling. ``key`` (an
     ``mx.random.key`` or a seed) drives sampling: the same key gives the same codes.
+
+    ``static`` (default: on a GPU) runs each step as one compiled, fixed-shape graph
+    (``MusicGenDecoder.static_step``): on a GPU the host's per-primitive cost, not the arithmetic,
+    bounds a batch-2 step, and a compiled graph is replayed without rebuilding it in Python.
+    ``on_step(done, total)`` reports progress; it waits for the step before last, so the device
+    always has one step queued.
     """
     validate_sampling(
         temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale
@@ -221,16 +229,56 @@ def generate_codes(
         )
         return mx.where(keep, nxt, pad)[..., None]
 
-    # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
-    pick_compiled = mx.compile(pick)
+    if static is None:
+        static = mx.default_device() == mx.gpu
     tokens = mx.full((bsz, num_codebooks, 1), pad, dtype=mx.int32)
-    outputs = []
-    for t in range(steps):
-        inputs = mx.concatenate([tokens, tokens]) if cfg else tokens
-        tokens = pick_compiled(decoder.step(inputs, cache), step_keys[t], valid[t])
-        outputs.append(tokens)
-        # Queue this step while the host builds the next one; no host sync in the loop.
-        mx.async_eval(tokens)
+    outputs: list[mx.array] = []
+    if static:
+
+        def full_step(
+            tokens: mx.array,
+            offset: mx.array,
+            keys: list[mx.array],
+            values: list[mx.array],
+            step_key: mx.array,
+            keep: mx.array,
+        ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+            inputs = mx.concatenate([tokens, tokens]) if cfg else tokens
+            logits, keys, values = decoder.static_step(
+                inputs, offset, keys, values, cache.cross_kv, cache.cross_mask
+            )
+            return pick(logits, step_key, keep), keys, values
+
+        # Traced once per call (the cross-attention K/V are constants of this generation).
+        compiled = mx.compile(full_step)
+        offsets = [mx.array([t], dtype=mx.int32) for t in range(steps)]
+        mx.eval(offsets)
+        for t in range(steps):
+            # Rebinding cache.keys/values drops the old arrays, so the slice updates inside
+            # the graph can write into their buffers instead of copying the whole cache.
+            tokens, cache.keys, cache.values = compiled(
+                tokens, offsets[t], cache.keys, cache.values, step_keys[t], valid[t]
+            )
+            outputs.append(tokens)
+            mx.async_eval(tokens)
+            if on_step is not None and t >= 2:
+                mx.eval(outputs[t - 2])
+                on_step(t - 1, steps)
+    else:
+        # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
+        pick_compiled = mx.compile(pick)
+        for t in range(steps):
+            inputs = mx.concatenate([tokens, tokens]) if cfg else tokens
+            tokens = pick_compiled(decoder.step(inputs, cache), step_keys[t], valid[t])
+            outputs.append(tokens)
+            # Queue this step while the host builds the next one; no host sync in the loop.
+            mx.async_eval(tokens)
+            if on_step is not None and t >= 2:
+                mx.eval(outputs[t - 2])
+                on_step(t - 1, steps)
+    if on_step is not None:
+        mx.eval(outputs[-1])
+        on_step(steps, steps)
     start = mx.full((bsz, num_codebooks, 1), pad, mx.int32)
     seq = mx.concatenate([start, *outputs], axis=-1)
     return undo_delay_pattern(seq, delays, num_frames)
