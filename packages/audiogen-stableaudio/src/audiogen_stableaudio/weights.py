@@ -50,7 +50,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from audiogen_core.errors import MissingWeightsError, WeightsError
-from audiogen_core.weights import load_into
+from audiogen_core.weights import cast_floats, load_into
 
 import mlx.core as mx
 
@@ -225,11 +225,15 @@ def load_dit(
     weights: Mapping[str, mx.array],
     layout: Layout | None = None,
     *,
+    dtype: mx.Dtype | None = None,
     source: str = "weights",
 ) -> StableAudioDiT:
-    """A ``StableAudioDiT`` holding ``weights`` (either upstream layout), loaded strictly."""
+    """A ``StableAudioDiT`` holding ``weights`` (either upstream layout), loaded strictly; float
+    tensors cast to ``dtype`` when given (the model computes in its weights' dtype)."""
     model = StableAudioDiT(config)
     sanitized = sanitize_dit(weights, layout, config=config, source=source)
+    if dtype is not None:
+        sanitized = cast_floats(sanitized, dtype)
     load_into(model, sanitized, source=source, strict=True)
     return model
 
@@ -239,10 +243,13 @@ def load_conditioners(
     weights: Mapping[str, mx.array],
     layout: Layout | None = None,
     *,
+    dtype: mx.Dtype | None = None,
     source: str = "weights",
 ) -> StableAudioConditioners:
     model = StableAudioConditioners(config)
     sanitized = sanitize_conditioners(weights, layout, config=config, source=source)
+    if dtype is not None:
+        sanitized = cast_floats(sanitized, dtype)
     load_into(model, sanitized, source=source, strict=True)
     return model
 
