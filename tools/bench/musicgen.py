@@ -20,8 +20,11 @@ and when the last step is done, which give:
 - ``steps/s``: decoder steps per second over the remaining ``frames + 2`` steps;
 - ``e2e``: the whole generation (T5 + decode loop + EnCodec decode), and ``t5``, ``codec``.
 
-The hooks add one host sync after T5 and one after the first step to ours (whose loop otherwise
-never syncs) and one per step to transformers (whose loop syncs every step anyway). A short
+Ours is timed through ``generate``'s ``progress`` callback (with it, the loop waits each step for
+the step before last, keeping one step queued) plus one host sync after T5; transformers through
+a stopping criterion called after every step (its loop syncs every step anyway) and a forward
+hook on the text encoder. On a GPU ours runs the compiled fixed-shape step (``static_step``), as
+``generate_codes`` does there by default. A short
 generation warms both sides up, then ``--runs`` runs alternate transformers and ours when both
 models fit in memory together (else all transformers runs, the torch model freed, then ours).
 On a CPU shared with other work, torch's OpenMP threads spin at their barriers and lose their
@@ -266,50 +269,45 @@ class _TimedText(_Delegate):
         return out
 
 
-class _TimedDecoder(_Delegate):
-    """Marks the moment the first step's tokens exist: at the second call, whose input they
-    are (one host sync; the rest of the loop stays asynchronous)."""
-
-    def __init__(self, inner: Any, marks: dict[str, float]) -> None:
-        super().__init__(inner)
-        self._marks = marks
-        self.calls = 0
-
-    def step(self, input_ids: mx.array, cache: Any) -> mx.array:
-        if self.calls == 1:
-            mx.eval(input_ids)
-            self._marks["first"] = time.perf_counter()
-        self.calls += 1
-        return self._inner.step(input_ids, cache)
-
-
 class _TimedCodec(_Delegate):
     def __init__(self, inner: Any, marks: dict[str, float]) -> None:
         super().__init__(inner)
         self._marks = marks
 
     def decode(self, codes: Any) -> Any:
-        # The codes are a host array by now: the decode loop is over.
-        self._marks["loop_end"] = time.perf_counter()
+        self._marks["codec"] = time.perf_counter()
         return self._inner.decode(codes)
 
 
 def run_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
     marks: dict[str, float] = {}
-    parts = (model.text_encoder, model.decoder, model.audio_encoder)
-    decoder = _TimedDecoder(model.decoder, marks)
+
+    def progress(done: int, total: int) -> None:
+        # generate_codes reports step t - 1 once step t - 2's tokens exist (it keeps one step
+        # queued), so ``done == 1`` is the first step's tokens, ``done == total`` the loop end.
+        if done == 1:
+            marks["first"] = time.perf_counter()
+        if done == total:
+            marks["loop_end"] = time.perf_counter()
+            marks["steps"] = total
+
+    parts = (model.text_encoder, model.audio_encoder)
     model.text_encoder = _TimedText(model.text_encoder, marks)  # type: ignore[assignment]
-    model.decoder = decoder  # type: ignore[assignment]
     model.audio_encoder = _TimedCodec(model.audio_encoder, marks)  # type: ignore[assignment]
     try:
         t0 = time.perf_counter()
         audio = model.generate(
-            PROMPT, frames / FRAME_RATE, guidance_scale=GUIDANCE, top_k=TOP_K, seed=seed
+            PROMPT,
+            frames / FRAME_RATE,
+            guidance_scale=GUIDANCE,
+            top_k=TOP_K,
+            seed=seed,
+            progress=progress,
         )
         end = time.perf_counter()
     finally:
-        model.text_encoder, model.decoder, model.audio_encoder = parts
-    return _timings(t0, marks, end, decoder.calls, audio.shape[-1])
+        model.text_encoder, model.audio_encoder = parts
+    return _timings(t0, marks, end, int(marks["steps"]), audio.shape[-1])
 
 
 def _timings(
@@ -321,7 +319,7 @@ def _timings(
         "first_step_s": marks["first"] - marks["text"],
         "steps_per_s": (steps - 1) / (marks["loop_end"] - marks["first"]),
         "loop_s": marks["loop_end"] - marks["text"],
-        "codec_s": end - marks["loop_end"],
+        "codec_s": end - marks.get("codec", marks["loop_end"]),
         "steps": steps,
         "samples": samples,
     }
@@ -375,7 +373,8 @@ def run_torch(torch: Any, model: Any, ids: Any, frames: int, seed: int) -> dict[
 
 def profile_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
     """Ours' decode loop with a host sync after the decoder step and after sampling, to split a
-    step's time (the synced loop is slower than the real, asynchronous one)."""
+    step's time (the synced loop is slower than the real, asynchronous one). On a GPU the
+    decoder step is the compiled fixed-shape ``static_step`` that ``generate_codes`` uses there."""
     decoder = model.decoder
     config = decoder.config
     states, mask = model.encode_text(PROMPT)
@@ -385,22 +384,35 @@ def profile_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
     cache = decoder.make_cache(states, mask, steps)
     k = config.num_codebooks
     keys = mx.random.split(mx.random.key(seed), steps)
+    static = mx.default_device() == mx.gpu and hasattr(decoder, "static_step")
 
     def pick(logits: mx.array, key: mx.array) -> mx.array:
         logits = logits.reshape(-1, k, logits.shape[-1])
         cond, uncond = logits[:1], logits[1:]
-        return sampling.sample_next(uncond + GUIDANCE * (cond - uncond), key, top_k=TOP_K)[
-            ..., None
-        ]
+        guided = uncond + GUIDANCE * (cond - uncond)
+        return sampling.sample_next(guided, key, top_k=TOP_K)[..., None]
+
+    def static_step(
+        ids: mx.array, offset: mx.array, ks: list[mx.array], vs: list[mx.array]
+    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+        return decoder.static_step(ids, offset, ks, vs, cache.cross_kv, cache.cross_mask)
 
     pick_compiled = mx.compile(pick)
+    step_compiled = mx.compile(static_step)
+    offsets = [mx.array([t], dtype=mx.int32) for t in range(steps)]
     tokens = mx.full((1, k, 1), config.pad_token_id, dtype=mx.int32)
-    mx.eval(cache.cross_kv, keys, tokens)
+    mx.eval(cache.cross_kv, keys, tokens, offsets)
     t_dec: list[float] = []
     t_pick: list[float] = []
     for t in range(steps):
         t0 = time.perf_counter()
-        logits = decoder.step(mx.concatenate([tokens, tokens]), cache)
+        ids = mx.concatenate([tokens, tokens])
+        if static:
+            logits, cache.keys, cache.values = step_compiled(
+                ids, offsets[t], cache.keys, cache.values
+            )
+        else:
+            logits = decoder.step(ids, cache)
         mx.eval(logits)
         t1 = time.perf_counter()
         tokens = pick_compiled(logits, keys[t])
@@ -409,6 +421,7 @@ def profile_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
         t_pick.append(time.perf_counter() - t1)
     dec, pck = statistics.median(t_dec[1:]), statistics.median(t_pick[1:])
     return {
+        "static_step": float(static),
         "decoder_step_ms": 1e3 * dec,
         "sampling_ms": 1e3 * pck,
         "synced_steps_per_s": 1 / (dec + pck),
@@ -593,7 +606,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         prof = res.get("ours_profile")
         if prof:
             print(
-                f"{res['variant']:14} ours profile (synced): decoder step "
+                f"{res['variant']:14} ours profile (synced"
+                f"{', static step' if prof['static_step'] else ''}): decoder step "
                 f"{prof['decoder_step_ms']:.1f} ms + sampling {prof['sampling_ms']:.1f} ms "
                 f"= {prof['synced_steps_per_s']:.2f} steps/s"
             )
