@@ -601,12 +601,12 @@ def _numpy_blas_libs() -> list[ctypes.CDLL]:
 
 def _elu_np(x: np.ndarray) -> np.ndarray:
     """ELU(alpha=1) of a cache-sized block into a new array (``x`` may be a view of a layer's
-    input that is still needed): ``max(x, 0) + expm1(min(x, 0))`` like torch, four passes that
-    stay in L2. numpy's SIMD ``expm1`` is ~10x faster than MLX's CPU ``exp`` (~20 ns/element)."""
+    input that is still needed). torch computes ``max(x, 0) + expm1(min(x, 0))``; this is
+    ``max(x, expm1(min(x, 0)))``, equal since ``expm1(x) ≥ x``: three passes in L2, not four.
+    numpy's SIMD ``expm1`` is ~10x faster than MLX's CPU ``exp`` (~20 ns/element)."""
     out = np.minimum(x, 0.0)
     np.expm1(out, out=out)
-    out += np.maximum(x, 0.0)
-    return out
+    return np.maximum(x, out, out=out)
 
 
 class _Rows:
@@ -647,48 +647,80 @@ class _Rows:
         return out
 
 
-def _im2col(rows: np.ndarray, n: int, taps: int, step: int) -> np.ndarray:
-    """``(n, taps·C)``: row t is rows ``t, t+step, …`` side by side (one matmul per block; a
-    block's copy stays in cache, and K = taps·C keeps sgemm efficient at 64-128 channels)."""
-    if taps == 1:
-        return rows[:n]
-    return np.concatenate([rows[j * step : j * step + n] for j in range(taps)], axis=1)
-
-
 class _ConvNp:
-    """A stride-folded conv as one matmul: ``(m·stride·Cin, Cout)`` weight over ``m`` taps of
-    frames of ``stride`` samples (dilated convs keep stride 1 and step ``dilation``)."""
+    """A 1-D conv on cache-sized blocks: ``out[t] = Σ_j rows[(t + j·step)·fold …] · W_j``.
 
-    def __init__(self, w: mx.array, b: mx.array, stride: int, dilation: int):
+    ``taps`` is ``(m, fold·Cin, Cout)``. A strided conv folds ``stride`` samples into one row
+    of ``stride·Cin`` channels (``fold``) so it becomes stride 1 with ``m = ceil(K/stride)``
+    taps; a dilated conv keeps ``fold=1`` and steps ``dilation`` rows; a transposed conv is
+    a stride-1 conv whose output channels are whole frames. The product is formed one of
+    three ways, by shape (single-core CPU ms for the 64-channel resnet conv, 320k samples):
+
+    - ``acc``: one sgemm per tap on row views, accumulated (43 ms; im2col + one sgemm with
+      K = 3·Cin took 60 ms: the copy costs more than the wider K gains);
+    - ``shift``: when ``m·Cout ≤ fold·Cin`` (e.g. the last conv to mono), one sgemm to every
+      tap's output at once, then shifted adds;
+    - ``im2col``: tiny ``fold·Cin`` (the first conv from mono audio), where per-tap products
+      would be K=1 matvecs.
+    """
+
+    def __init__(self, taps: np.ndarray, bias: np.ndarray, fold: int, step: int):
+        self.m, k_tap, self.cout = taps.shape
+        self.fold, self.step, self.k_tap = fold, step, k_tap
+        self.bias = bias
+        if self.m == 1 or (k_tap >= 32 and self.m * self.cout > k_tap):
+            self.mode, self.w = "acc", [np.ascontiguousarray(t) for t in taps]
+        elif k_tap >= 32:
+            self.mode = "shift"
+            self.w = [np.ascontiguousarray(taps.transpose(1, 0, 2).reshape(k_tap, -1))]
+        else:
+            self.mode, self.w = "im2col", [np.ascontiguousarray(taps.reshape(-1, self.cout))]
+
+    @classmethod
+    def from_conv(cls, layer: EncodecConv1d) -> _ConvNp:
+        """``EncodecConv1d`` weight ``(Cout, K, Cin)`` (MLX layout) → folded taps."""
+        w = _to_np(layer.conv.weight)
         cout, k, cin = w.shape
-        self.stride, self.dilation, self.cin = stride, dilation, cin
-        self.taps = -(-k // stride)
-        wn = _to_np(w)
-        if self.taps * stride != k:
-            wn = np.pad(wn, [(0, 0), (0, self.taps * stride - k), (0, 0)])
-        self.w = np.ascontiguousarray(wn.reshape(cout, -1).T)
-        self.b = _to_np(b)
-        self.span = (self.taps - 1) * stride * dilation + stride  # padded input rows per output
+        s = layer.stride
+        m = -(-k // s)
+        if m * s != k:  # zero taps up to a whole number of folded rows
+            w = np.pad(w, [(0, 0), (0, m * s - k), (0, 0)])
+        taps = w.reshape(cout, m, s * cin).transpose(1, 2, 0)
+        return cls(taps, _to_np(layer.conv.bias), s, layer.dilation)
 
     def rows_needed(self, n: int) -> int:
-        return (n - 1) * self.stride + self.span
+        """Padded input rows (unfolded) for ``n`` outputs."""
+        return (n + (self.m - 1) * self.step) * self.fold
 
     def __call__(self, rows: np.ndarray, n: int, pre_elu: bool, out: np.ndarray) -> None:
+        """``out`` (n, Cout) ← conv of ``rows`` (``rows_needed(n)`` padded input rows)."""
         if pre_elu:
             rows = _elu_np(rows)
-        if self.stride > 1:
-            rows = rows[: (n + self.taps - 1) * self.stride].reshape(-1, self.stride * self.cin)
-        cols = _im2col(rows, n, self.taps, self.dilation)
-        if self.w.shape[1] == 1:  # e.g. the last decoder conv to mono: gemv
-            np.matmul(cols, self.w[:, 0], out=out[:, 0])
+        if self.fold > 1:
+            rows = rows.reshape(-1, self.k_tap)
+        m, step = self.m, self.step
+        if self.mode == "acc":
+            np.matmul(rows[:n], self.w[0], out=out)
+            if m > 1:
+                tmp = np.empty_like(out)
+                for j in range(1, m):
+                    np.matmul(rows[j * step : j * step + n], self.w[j], out=tmp)
+                    out += tmp
+        elif self.mode == "shift":
+            z = rows @ self.w[0]
+            c = self.cout
+            np.add(z[:n, :c], z[step : step + n, c : 2 * c], out=out)
+            for j in range(2, m):
+                out += z[j * step : j * step + n, j * c : (j + 1) * c]
         else:
-            np.matmul(cols, self.w, out=out)
-        out += self.b
+            cols = np.concatenate([rows[j * step : j * step + n] for j in range(m)], axis=1)
+            np.matmul(cols, self.w[0], out=out)
+        out += self.bias
 
 
 def _conv_np(layer: EncodecConv1d) -> _ConvNp:
     w, b = layer.conv.weight, layer.conv.bias
-    conv: _ConvNp = _cached(layer, (w, b), lambda: _ConvNp(w, b, layer.stride, layer.dilation))
+    conv: _ConvNp = _cached(layer, (w, b), lambda: _ConvNp.from_conv(layer))
     return conv
 
 
@@ -738,12 +770,11 @@ def _conv_layer_np(layer: EncodecConv1d, x: np.ndarray, pre_elu: bool) -> np.nda
     bsz, length, _ = x.shape
     left, right = _conv_pads(layer, length)
     n_out = (length + left + right - layer.kernel_eff) // layer.stride + 1
-    cout = conv.w.shape[1]
-    out = np.empty((bsz, n_out, cout), np.float32)
-    step = _chunk_rows(conv.w.shape[0] + cout)
+    out = np.empty((bsz, n_out, conv.cout), np.float32)
+    step = _chunk_rows(conv.m * conv.k_tap + conv.cout)
 
     def task(src: _Rows, bi: int, a: int, n: int) -> None:
-        start = a * conv.stride
+        start = a * conv.fold
         conv(src(start, start + conv.rows_needed(n)), n, pre_elu, out[bi, a : a + n])
 
     _run_chunks([_Rows(xb, left, right, layer.pad_mode) for xb in x], n_out, step, task)
@@ -756,32 +787,26 @@ def _conv_transpose_layer_np(
     """Output frame t (``stride`` samples) is ``Σ_j x[t-j] · W_j``: a stride-1 conv over the
     zero-padded input whose output channels are whole frames, written once per frame."""
     w, b = layer.conv.weight, layer.conv.bias
+    cout, k, cin = w.shape
+    s = layer.stride
 
-    def make() -> tuple[np.ndarray, np.ndarray, int]:
-        cout, k, cin = w.shape
-        s = layer.stride
+    def make() -> _ConvNp:
         m = -(-k // s)
         wn = np.pad(_to_np(w), [(0, 0), (0, m * s - k), (0, 0)])
         wj = wn.reshape(cout, m, s, cin).transpose(1, 3, 2, 0).reshape(m, cin, s * cout)
-        # im2col rows hold x[t-m+1] … x[t], so the taps go last-first
-        return np.ascontiguousarray(wj[::-1].reshape(m * cin, s * cout)), np.tile(_to_np(b), s), m
+        # rows t … t+m-1 of the padded input hold x[t-m+1] … x[t]: taps go last-first
+        return _ConvNp(wj[::-1], np.tile(_to_np(b), s), 1, 1)
 
-    wcat, bias, m = _cached(layer, (w, b), make)
-    cout, k, _ = w.shape
-    s = layer.stride
+    conv: _ConvNp = _cached(layer, (w, b), make)
+    m = conv.m
     bsz, length, _ = x.shape
     n_frames = length + m - 1
     full = np.empty((bsz, n_frames * s, cout), np.float32)
     frames = full.reshape(bsz, n_frames, s * cout)
-    step = _chunk_rows(wcat.shape[0] + wcat.shape[1])
+    step = _chunk_rows(m * cin + s * cout)
 
     def task(src: _Rows, bi: int, a: int, n: int) -> None:
-        rows = src(a, a + n + m - 1)
-        if pre_elu:
-            rows = _elu_np(rows)
-        dst = frames[bi, a : a + n]
-        np.matmul(_im2col(rows, n, m, 1), wcat, out=dst)
-        dst += bias
+        conv(src(a, a + n + m - 1), n, pre_elu, frames[bi, a : a + n])
 
     _run_chunks([_Rows(xb, m - 1, m - 1, "constant") for xb in x], n_frames, step, task)
     pt = layer.padding_total
@@ -797,9 +822,9 @@ def _resnet_block_np(block: EncodecResnetBlock, x: np.ndarray) -> np.ndarray:
     shortcut = _conv_np(block.shortcut) if "shortcut" in block else None
     bsz, length, dim = x.shape
     left, right = _conv_pads(conv1, length)
-    hidden = c1.w.shape[1]
-    out = np.empty((bsz, length, c2.w.shape[1]), np.float32)
-    step = _chunk_rows(c1.w.shape[0] + hidden + 2 * dim)
+    hidden = c1.cout
+    out = np.empty((bsz, length, c2.cout), np.float32)
+    step = _chunk_rows(c1.m * c1.k_tap + hidden + 2 * dim)
 
     def task(src: _Rows, bi: int, a: int, n: int) -> None:
         h = np.empty((n, hidden), np.float32)
