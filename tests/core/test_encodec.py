@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from audiogen_core import encodec as encodec_mod
 from audiogen_core.encodec import EncodecConfig, EncodecModel, sanitize
@@ -27,6 +27,7 @@ from audiogen_core.weights import load_safetensors, save_safetensors
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten, tree_unflatten
 
 ATOL = 1e-4
 BUILDER = Path(__file__).resolve().parents[2] / "tools" / "fixtures" / "encodec.py"
@@ -81,6 +82,54 @@ def test_fixture_mlx_and_numpy_recurrence_agree(fixture_model: Any) -> None:
     np.testing.assert_allclose(slow, fast, rtol=0, atol=ATOL)
     np.testing.assert_allclose(slow, ref["decoded"], rtol=0, atol=ATOL)
     np.testing.assert_array_equal(codes, ref["codes"])
+
+
+def _conv_modes(model: EncodecModel) -> set[str]:
+    return {
+        m._np_cache.value.mode
+        for _, m in model.named_modules()
+        if isinstance(getattr(m, "_np_cache", None), encodec_mod._Cache)
+        and isinstance(m._np_cache.value, encodec_mod._ConvNp)
+    }
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_numpy_cpu_path_matches_pure_mlx(causal: bool) -> None:
+    """A random model wide enough for every conv form of the CPU path (per-tap, shifted-output,
+    im2col; strided, dilated, transposed), batch of 2, long enough for several time blocks per
+    worker: the numpy path and the pure-MLX path agree."""
+    cfg = EncodecConfig(
+        sampling_rate=1600,
+        num_filters=32,
+        hidden_size=64,
+        upsampling_ratios=(4, 2),
+        num_residual_layers=2,
+        codebook_size=64,
+        target_bandwidths=(2.4,),
+        use_causal_conv=causal,
+        use_conv_shortcut=causal,
+    )
+    model = EncodecModel(cfg)
+    rng = np.random.default_rng(0)
+    flat = cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
+    params = [
+        (k, rng.standard_normal(v.shape).astype(np.float32) * 0.3 / max(1, v.shape[-1]) ** 0.5)
+        for k, v in flat
+    ]
+    model.update(tree_unflatten([(k, mx.array(v)) for k, v in params]))
+    audio = (0.3 * rng.standard_normal((2, 1, 9001))).astype(np.float32)
+    codes = rng.integers(0, 64, (2, model.num_codebooks, 700)).astype(np.int32)
+    fast_audio = np.array(model.decode(codes))
+    fast_emb = np.array(model.encoder(mx.array(audio).transpose(0, 2, 1)))
+    assert _conv_modes(model) == {"acc", "shift", "im2col"}
+    with encodec_mod.pure_mlx():
+        slow_audio = np.array(model.decode(codes))
+        slow_emb = np.array(model.encoder(mx.array(audio).transpose(0, 2, 1)))
+    scale = float(np.abs(slow_audio).max())
+    np.testing.assert_allclose(fast_audio, slow_audio, rtol=0, atol=1e-5 * max(1.0, scale))
+    np.testing.assert_allclose(
+        fast_emb, slow_emb, rtol=0, atol=1e-5 * max(1.0, np.abs(slow_emb).max())
+    )
 
 
 def test_config_from_dict_ignores_unknown_and_derives() -> None:
@@ -174,6 +223,13 @@ CASES: dict[str, dict[str, Any]] = {
         audio_channels=2, use_causal_conv=True, trim_right_ratio=0.5, upsampling_ratios=[3, 2]
     ),
     "dilated-2-res-layers": dict(use_causal_conv=False, num_residual_layers=2, compress=1),
+    # ≥ 32 channels: the CPU path's per-tap ("acc") and shifted-output ("shift") conv forms
+    "wide-musicgen-like": dict(
+        num_filters=32, hidden_size=64, use_causal_conv=False, use_conv_shortcut=False
+    ),
+    "wide-causal-shortcut": dict(
+        num_filters=32, hidden_size=64, use_causal_conv=True, upsampling_ratios=[3, 5]
+    ),
 }
 
 
@@ -276,8 +332,6 @@ def test_live_musicgen_composite_layout(torch: ModuleType, tmp_path: Path, shard
 
 
 def _flat(model: EncodecModel) -> dict[str, mx.array]:
-    from mlx.utils import tree_flatten
-
     return dict(tree_flatten(model.parameters()))
 
 
