@@ -93,11 +93,19 @@ def _conv_modes(model: EncodecModel) -> set[str]:
     }
 
 
+@pytest.mark.parametrize("sgemm", [True, False], ids=["cblas", "matmul"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_numpy_cpu_path_matches_pure_mlx(causal: bool) -> None:
+def test_numpy_cpu_path_matches_pure_mlx(
+    causal: bool, sgemm: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A random model wide enough for every conv form of the CPU path (per-tap, shifted-output,
     im2col; strided, dilated, transposed), batch of 2, long enough for several time blocks per
-    worker: the numpy path and the pure-MLX path agree."""
+    worker: the numpy path and the pure-MLX path agree, with numpy's OpenBLAS ``cblas_sgemm``
+    accumulating in place and with the plain ``np.matmul`` fallback."""
+    if sgemm and encodec_mod._sgemm_fn() is None:
+        pytest.skip("numpy is not built on OpenBLAS here (e.g. Accelerate on macOS)")
+    if not sgemm:
+        monkeypatch.setattr(encodec_mod, "_SGEMM", [None])
     cfg = EncodecConfig(
         sampling_rate=1600,
         num_filters=32,

@@ -647,6 +647,49 @@ class _Rows:
         return out
 
 
+_SGEMM: list[Any] = []
+
+
+def _sgemm_fn() -> Any:
+    """numpy's bundled OpenBLAS ``cblas_sgemm`` (ILP64, ``scipy_``-prefixed), or None. numpy's
+    matmul cannot accumulate (no beta), and a temporary plus ``+=`` per tap measured 10-15%
+    slower on these block shapes (e.g. 87 → 76 ms for the 128 → 64 transposed conv)."""
+    if not _SGEMM:
+        fn = None
+        for lib in _numpy_blas_libs():
+            fn = getattr(lib, "scipy_cblas_sgemm64_", None)
+            if fn is not None:
+                i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+                fn.argtypes = (
+                    [ctypes.c_int] * 3 + [i64] * 3 + [f32, ptr, i64, ptr, i64, f32, ptr, i64]
+                )
+                fn.restype = None
+                break
+        _SGEMM.append(fn)
+    return _SGEMM[0]
+
+
+def _sgemm_ok(a: np.ndarray, c: np.ndarray) -> bool:
+    return (
+        _sgemm_fn() is not None
+        and a.dtype == c.dtype == np.float32
+        and a.strides[1] == c.strides[1] == 4
+        and a.strides[0] >= 4 * a.shape[1]
+        and c.strides[0] >= 4 * c.shape[1]
+    )
+
+
+def _sgemm_acc(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    """``c += a @ b`` (row-major, unit column strides; ``b`` contiguous)."""
+    m, k = a.shape
+    n = b.shape[1]
+    row_major, no_trans = 101, 111
+    _sgemm_fn()(
+        row_major, no_trans, no_trans, m, n, k, 1.0,
+        a.ctypes.data, a.strides[0] // 4, b.ctypes.data, n, 1.0, c.ctypes.data, c.strides[0] // 4,
+    )  # fmt: skip
+
+
 class _ConvNp:
     """A 1-D conv on cache-sized blocks: ``out[t] = Σ_j rows[(t + j·step)·fold …] · W_j``.
 
@@ -692,13 +735,32 @@ class _ConvNp:
         """Padded input rows (unfolded) for ``n`` outputs."""
         return (n + (self.m - 1) * self.step) * self.fold
 
-    def __call__(self, rows: np.ndarray, n: int, pre_elu: bool, out: np.ndarray) -> None:
-        """``out`` (n, Cout) ← conv of ``rows`` (``rows_needed(n)`` padded input rows)."""
+    def __call__(
+        self,
+        rows: np.ndarray,
+        n: int,
+        pre_elu: bool,
+        out: np.ndarray,
+        add: np.ndarray | None = None,
+    ) -> None:
+        """``out`` (n, Cout) ← conv of ``rows`` (``rows_needed(n)`` padded input rows), plus
+        ``add`` (a residual) when given."""
         if pre_elu:
             rows = _elu_np(rows)
         if self.fold > 1:
             rows = rows.reshape(-1, self.k_tap)
         m, step = self.m, self.step
+        if self.mode == "acc" and _sgemm_ok(rows, out):
+            # bias (+ residual) first, then every tap's product accumulated by sgemm itself
+            if add is None:
+                out[...] = self.bias
+            else:
+                np.add(add, self.bias, out=out)
+            for j in range(m):
+                _sgemm_acc(rows[j * step : j * step + n], self.w[j], out)
+            return
+        if add is not None and np.shares_memory(add, out):
+            add = add.copy()
         if self.mode == "acc":
             np.matmul(rows[:n], self.w[0], out=out)
             if m > 1:
@@ -716,6 +778,8 @@ class _ConvNp:
             cols = np.concatenate([rows[j * step : j * step + n] for j in range(m)], axis=1)
             np.matmul(cols, self.w[0], out=out)
         out += self.bias
+        if add is not None:
+            out += add
 
 
 def _conv_np(layer: EncodecConv1d) -> _ConvNp:
@@ -829,14 +893,12 @@ def _resnet_block_np(block: EncodecResnetBlock, x: np.ndarray) -> np.ndarray:
     def task(src: _Rows, bi: int, a: int, n: int) -> None:
         h = np.empty((n, hidden), np.float32)
         c1(src(a, a + c1.rows_needed(n)), n, True, h)
-        dst = out[bi, a : a + n]
-        c2(h, n, True, dst)
-        res = x[bi, a : a + n]
-        if shortcut is not None:
-            tmp = np.empty_like(dst)
-            shortcut(res, n, False, tmp)
-            res = tmp
-        dst += res
+        dst, res = out[bi, a : a + n], x[bi, a : a + n]
+        if shortcut is None:
+            c2(h, n, True, dst, add=res)
+        else:
+            shortcut(res, n, False, dst)
+            c2(h, n, True, dst, add=dst)
 
     _run_chunks([_Rows(xb, left, right, conv1.pad_mode) for xb in x], length, step, task)
     return out
