@@ -155,7 +155,8 @@ def _lazy(keys: dict[str, list[int]]) -> dict[str, mx.array]:
 
 
 def _assert_fills(model: nn.Module, weights: dict[str, mx.array]) -> None:
-    params = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    flat: dict[str, mx.array] = dict(tree_flatten(model.parameters()))
+    params = {k: tuple(v.shape) for k, v in flat.items()}
     got = {k: tuple(v.shape) for k, v in weights.items()}
     assert sorted(params.keys() - got.keys()) == [], "parameters left unfilled"
     assert sorted(got.keys() - params.keys()) == [], "upstream keys not consumed"
@@ -197,7 +198,7 @@ def test_every_upstream_dit_key_is_needed(name: str) -> None:
     dit_config, _, dit_keys, _ = _full_size(name)
     dit_keys = {k: v for k, v in dit_keys.items() if not k.startswith("conditioner.")}
     model = StableAudioDiT(dit_config)
-    params = {k for k, _ in tree_flatten(model.parameters())}
+    params = set(dict(tree_flatten(model.parameters())))
     optional = ("transformer.rotary_pos_emb.inv_freq",)  # a buffer we recompute
     for key in list(dit_keys)[:: max(1, len(dit_keys) // 60)]:
         if key.endswith(optional):
@@ -215,11 +216,11 @@ def test_missing_weight_names_the_file(tmp_path: Path) -> None:
     weights = load_safetensors(src / "diffusion_pytorch_model.safetensors")
     config = DiTConfig.from_dict(json.loads((src / "config.json").read_text()))
     weights.pop("transformer_blocks.1.attn2.to_v.weight")
-    with pytest.raises(MissingWeightsError, match="broken.safetensors"):
+    with pytest.raises(MissingWeightsError, match=r"broken\.safetensors"):
         load_dit(config, weights, source=str(tmp_path / "broken.safetensors"))
     weights = load_safetensors(src / "diffusion_pytorch_model.safetensors")
     weights.pop("proj_out.weight")
-    with pytest.raises(MissingWeightsError, match="x.safetensors.*proj_out"):
+    with pytest.raises(MissingWeightsError, match=r"x\.safetensors.*proj_out"):
         load_dit(config, weights, source="x.safetensors")
 
 
@@ -227,7 +228,9 @@ def test_sat_rotary_mismatch_is_refused() -> None:
     path = FIXTURE / "sat_small" / "model.safetensors"
     weights = load_safetensors(path)
     weights["model.model.transformer.rotary_pos_emb.inv_freq"] = mx.zeros((8,))
-    config = DiTConfig.from_dict(json.loads((FIXTURE / "sat_small" / "model_config.json").read_text()))
+    config = DiTConfig.from_dict(
+        json.loads((FIXTURE / "sat_small" / "model_config.json").read_text())
+    )
     with pytest.raises(WeightsError, match="rotary"):
         load_dit(config, weights, source=str(path))
 
@@ -309,7 +312,7 @@ def test_live_key_lists_match_upstream(torch: ModuleType) -> None:
     from diffusers import StableAudioDiTModel
 
     with torch.device("meta"):
-        transformer = StableAudioDiTModel()
+        transformer: Any = StableAudioDiTModel()
     keys = {k: list(v.shape) for k, v in transformer.state_dict().items()}
     assert keys == _keys("diffusers-1.0")["transformer"]
     builder = _builder()
