@@ -4,9 +4,10 @@ Real facebook/encodec_32khz shapes with random weights: decode 500 frames × 4 c
 encode 10 s of audio. Warm-up, then the median of several runs; prints seconds and the ratio
 (> 1 means ours is faster), alternating ours and transformers run by run.
 
-OpenBLAS 0.3.21 (Debian) falls back to its generic "Prescott" kernels on CPUs it does not know;
-the core it picked is printed. ``OPENBLAS_CORETYPE=Haswell`` (or SkylakeX) in the environment
-overrides that for both MLX and torch's BLAS calls.
+On the CPU ours runs numpy's bundled OpenBLAS (the float32 CPU path of ``audiogen_core.encodec``);
+the system OpenBLAS MLX uses (and the kernel family ``audiogen_core.backend`` picked for it) is
+printed too. The load average is printed before and after: the machine may be shared, and
+multithreaded BLAS calls (ours and torch's) slow down sharply when cores are oversubscribed.
 
     uv run python tools/bench/encodec.py [--runs 5] [--threads 2]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import statistics
 import tempfile
 import time
@@ -131,10 +133,12 @@ def main() -> None:
         ("decode", lambda: ours.decode(codes_mx), ref_decode),
         ("encode", lambda: ours.encode(audio_mx), ref_encode),
     ]
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"{'':8} {'ours s':>9} {'torch s':>9} {'ratio':>7}")
     for name, fn_ours, fn_ref in rows:
         t_ours, t_ref = interleaved_medians(fn_ours, fn_ref, args.runs)
         print(f"{name:8} {t_ours:9.3f} {t_ref:9.3f} {t_ref / t_ours:6.2f}x")
+    print(f"load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
