@@ -36,9 +36,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from audiogen_core.errors import InvalidInputError
+
 import mlx.core as mx
 import numpy as np
-from audiogen_core.errors import InvalidInputError
 
 Denoise = Callable[[mx.array, mx.array], mx.array]
 StepNoise = Callable[[int], mx.array] | Sequence[mx.array]
