@@ -60,18 +60,21 @@ ENCODEC_32K: dict[str, Any] = {
 
 def interleaved_medians(
     fn_ours: Callable[[], object], fn_ref: Callable[[], object], runs: int
-) -> tuple[float, float]:
-    """Alternate the two so background load on a shared machine hits both alike."""
+) -> tuple[float, float, float, float]:
+    """Alternate the two so background load on a shared machine hits both alike. Returns median
+    wall seconds (ours, ref) and median process CPU seconds (ours, ref): CPU time is steadier
+    under load, though it also counts threads spinning while they wait."""
     fn_ours()
     fn_ref()
-    t_ours: list[float] = []
-    t_ref: list[float] = []
+    acc: dict[str, list[float]] = {"ours": [], "ref": [], "ours_cpu": [], "ref_cpu": []}
     for _ in range(runs):
-        for fn, acc in ((fn_ref, t_ref), (fn_ours, t_ours)):
-            t = time.perf_counter()
+        for fn, key in ((fn_ref, "ref"), (fn_ours, "ours")):
+            t, c = time.perf_counter(), time.process_time()
             fn()
-            acc.append(time.perf_counter() - t)
-    return statistics.median(t_ours), statistics.median(t_ref)
+            acc[key].append(time.perf_counter() - t)
+            acc[key + "_cpu"].append(time.process_time() - c)
+    med = {k: statistics.median(v) for k, v in acc.items()}
+    return med["ours"], med["ref"], med["ours_cpu"], med["ref_cpu"]
 
 
 def blas_core() -> str:
@@ -134,10 +137,12 @@ def main() -> None:
         ("encode", lambda: ours.encode(audio_mx), ref_encode),
     ]
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print(f"{'':8} {'ours s':>9} {'torch s':>9} {'ratio':>7}")
+    print(f"{'':8} {'ours s':>9} {'torch s':>9} {'ratio':>7}   {'ours cpu':>9} {'torch cpu':>9}")
     for name, fn_ours, fn_ref in rows:
-        t_ours, t_ref = interleaved_medians(fn_ours, fn_ref, args.runs)
-        print(f"{name:8} {t_ours:9.3f} {t_ref:9.3f} {t_ref / t_ours:6.2f}x")
+        t_ours, t_ref, c_ours, c_ref = interleaved_medians(fn_ours, fn_ref, args.runs)
+        print(
+            f"{name:8} {t_ours:9.3f} {t_ref:9.3f} {t_ref / t_ours:6.2f}x   {c_ours:9.3f} {c_ref:9.3f}"
+        )
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 
