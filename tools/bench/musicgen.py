@@ -24,12 +24,15 @@ Ours is timed through ``generate``'s ``progress`` callback (with it, the loop wa
 the step before last, keeping one step queued) plus one host sync after T5; transformers through
 a stopping criterion called after every step (its loop syncs every step anyway) and a forward
 hook on the text encoder. On a GPU ours runs the compiled fixed-shape step (``static_step``), as
-``generate_codes`` does there by default. A short
-generation warms both sides up, then ``--runs`` runs alternate transformers and ours when both
-models fit in memory together (else all transformers runs, the torch model freed, then ours).
+``generate_codes`` does there by default. A short generation warms both sides up, then ``--runs``
+runs alternate transformers and ours when both models fit in memory together (else all
+transformers runs, the torch model freed, then ours).
+
 On a CPU shared with other work, torch's OpenMP threads spin at their barriers and lose their
 turn: measured here at load 6 on 2 cores, transformers ran 0.35 steps/s with 2 threads and 1.6
-with 1; ``OMP_WAIT_POLICY=PASSIVE`` (set by this script unless the environment sets it) gave 1.6 with 2 threads. Ours' OpenBLAS threads do not spin that way.
+with 1; ``OMP_WAIT_POLICY=PASSIVE`` (set by this script unless the environment sets it) gave 1.6
+with 2 threads. Ours' OpenBLAS threads do not spin that way.
+
 ``speed-up`` is ours ÷ transformers for steps/s and transformers ÷ ours for seconds: > 1 means
 ours is faster.
 
@@ -569,6 +572,9 @@ def bench_variant(
 
     if args.profile and ours is not None:
         result["ours_profile"] = profile_ours(ours, args.frames, SEED)
+    lengths = {int(r["samples"]) for side_runs in runs.values() for r in side_runs}
+    if len(lengths) > 1:
+        log(f"[{variant}] WARNING: the sides made different audio lengths {sorted(lengths)}")
     result["runs"] = runs
     result["median"] = {side: _median(r) for side, r in runs.items()}
     result["dtype"] = {"ours": str(ours_dtype), "torch": str(torch_dtype)}
