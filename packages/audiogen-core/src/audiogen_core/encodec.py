@@ -19,10 +19,10 @@ Two execution paths share the weights:
   worker with a single-threaded BLAS. Each ELU is applied inside the next conv's blocks and a
   resnet block's ELU → conv → ELU → conv → add stays in L2 for its block, so the 80 MB
   activations at 64 channels × 320k samples are read and written once per layer, and padding
-  is never materialised (``_Rows``). On a 2-core Sapphire Rapids (OpenBLAS SkylakeX kernels)
-  this took EnCodec-32k decode of 10 s from 1.90 s (MLX ops + numpy ELU/LSTM) to ~1 s; the
-  convolutions are now ~60 GFLOP of sgemm at 60-100 GFLOP/s per core, and the LSTM's
-  recurrent gemv (16 MB weight re-read per step) is the largest single cost.
+  is never materialised (``_Rows``). What is left is mostly arithmetic: EnCodec-32k decode of
+  10 s is ~60 GFLOP of sgemm (60-100 GFLOP/s per core on a Sapphire Rapids), plus the LSTM's
+  recurrent gemv re-reading a 16 MB weight every step (~0.34 ms on 2 cores), ~0.8 s of the
+  ~1.8-2.4 s CPU time that decode measured (tools/bench/encodec.py, shared 2-core machine).
 """
 
 from __future__ import annotations
