@@ -1,6 +1,8 @@
 """``audiogen generate`` end to end on tiny local upstream-layout MusicGen directories (mono and
-stereo, written by transformers' save_pretrained): right length, rate and channels, the same audio
-as the library for the same seed, one file per prompt, and one-line errors before any work."""
+stereo, written by transformers' save_pretrained) and Stable Audio directories (tests/fixtures/
+stableaudio_pipeline: stable-audio-tools small layout, diffusers 1.0 layout, and an ``audiogen
+convert``-ed copy): right length, rate and channels, the same audio as the library for the same
+seed, one file per prompt, and one-line errors before any work."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from click.testing import CliRunner
 
 from audiogen_cli.main import cli
 from audiogen_musicgen import MusicGen
+from audiogen_stableaudio import StableAudio
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "musicgen_pipeline"
+SA_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "stableaudio_pipeline"
 
 
 def _run(*args: str) -> tuple[int, str]:
@@ -84,7 +88,7 @@ def test_several_prompts_are_numbered(tmp_path: Path) -> None:
         (["--temperature", "0"], "temperature"),
         (["--top-k", "0"], "top_k"),
         (["--top-p", "1.5"], "top_p"),
-        (["-m", "stable-audio-small"], "not in this release"),
+        (["--cfg-scale", "3"], "Stable Audio options"),
         (["-m", "./no/such/dir"], "no/such/dir"),
     ],
 )
@@ -94,6 +98,100 @@ def test_bad_options_are_one_line_errors(
     monkeypatch.chdir(tmp_path)
     base = ["generate", "x", "-m", str(FIXTURES / "mono"), "--cache-dir", str(tmp_path / "c"), "-q"]
     code, output = _run(*base, *args)
+    assert code == 2, output
+    assert message in output and "Traceback" not in output
+    assert not list(tmp_path.glob("*.wav"))
+
+
+def _sa_small(tmp: Path) -> Path:
+    """The small-layout fixture with T5 + tokenizer beside it (as a local copy of a repo)."""
+    import shutil
+
+    d = tmp / "sa-small"
+    shutil.copytree(SA_FIXTURES / "sat_small", d)
+    shutil.copytree(SA_FIXTURES / "diffusers" / "text_encoder", d / "text_encoder")
+    shutil.copytree(SA_FIXTURES / "diffusers" / "tokenizer", d / "tokenizer")
+    return d
+
+
+def test_stable_audio_small_writes_stereo_44k(tmp_path: Path) -> None:
+    model_dir = _sa_small(tmp_path)
+    cache = tmp_path / "cache"
+    out = tmp_path / "rain.flac"
+    args = ["rain on a tin roof", "warm analog pad", "-m", str(model_dir), "-d", "0.05"]
+    code, output = _run(
+        "generate", *args, "-o", str(out), "--seed", "1", "--cache-dir", str(cache), "-q"
+    )
+    assert code == 0, output
+    files = sorted(tmp_path.glob("rain-*.flac"))
+    assert [p.name for p in files] == ["rain-1.flac", "rain-2.flac"]
+    sa = StableAudio.from_pretrained(model_dir, cache_dir=cache)
+    expected = np.clip(sa.generate(["rain on a tin roof", "warm analog pad"], 0.05, seed=1), -1, 1)
+    for path, want in zip(files, expected, strict=True):
+        wave, sr = audio.read(path)
+        assert sr == 44100 and wave.shape == (2, round(0.05 * 44100))
+        np.testing.assert_allclose(wave, want, atol=2.0**-23 + 1e-6)  # 24-bit flac
+
+
+def test_stable_audio_1_0_layout_options(tmp_path: Path) -> None:
+    out = tmp_path / "pad.wav"
+    init = audio.write(tmp_path / "init.wav", np.zeros((1, 800), dtype=np.float32), 16000)
+    code, output = _run(
+        "generate",
+        "warm analog pad",
+        "-m",
+        str(SA_FIXTURES / "diffusers"),
+        "-d",
+        "0.03",
+        "-o",
+        str(out),
+        "--steps",
+        "3",
+        "--cfg-scale",
+        "3",
+        "--sampler",
+        "dpmpp-2m-sde",
+        "--negative-prompt",
+        "noise",
+        "--seconds-start",
+        "1",
+        "--init-audio",
+        str(init),
+        "--init-strength",
+        "2",
+        "--seed",
+        "4",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "-q",
+    )
+    assert code == 0, output
+    wave, sr = audio.read(out)
+    assert sr == 44100 and wave.shape == (2, round(0.03 * 44100))
+
+
+def test_convert_then_generate_stable_audio(tmp_path: Path) -> None:
+    converted = tmp_path / "converted"
+    code, output = _run("convert", str(_sa_small(tmp_path)), "-o", str(converted))
+    assert code == 0, output
+    assert "Stable Audio (rf_denoiser; conditioners seconds_total)" in output
+    out = tmp_path / "x.wav"
+    code, output = _run("generate", "x", "-m", str(converted), "-d", "0.02", "-o", str(out), "-q")
+    assert code == 0, output
+    assert audio.read(out)[0].shape == (2, round(0.02 * 44100))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-d", "5"], "duration"),
+        (["--sampler", "dpmpp-3m-sde"], "objective"),
+        (["--steps", "0"], "steps"),
+    ],
+)
+def test_stable_audio_bad_options(args: list[str], message: str, tmp_path: Path) -> None:
+    base = ["generate", "x", "-m", str(_sa_small(tmp_path)), "--cache-dir", str(tmp_path / "c")]
+    code, output = _run(*base, "-d", "0.01", "-o", str(tmp_path / "x.wav"), "-q", *args)
     assert code == 2, output
     assert message in output and "Traceback" not in output
     assert not list(tmp_path.glob("*.wav"))

@@ -241,7 +241,7 @@ def test_bad_directories(tmp_path: Path) -> None:
 def test_bad_inputs(tmp_path: Path) -> None:
     sa = StableAudio.from_pretrained(_small_dir(tmp_path), dtype="float32", cache_dir=tmp_path)
     window = sa.max_duration
-    for kwargs, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"duration": 0}, "duration"),
         ({"duration": window + 0.01}, "duration"),
         ({"sampler": "dpmpp-3m-sde"}, "objective"),
@@ -253,8 +253,9 @@ def test_bad_inputs(tmp_path: Path) -> None:
         ({"init_audio": (np.zeros((2, 10)), 44100), "init_strength": 1.5}, "init_strength"),
         ({"cfg_scale": 3.0, "negative_prompt": ["a", "b", "c"]}, "negative prompts"),
         ({"init_audio": tmp_path / "missing.wav"}, "missing.wav"),
-    ]:
-        args = {"duration": 0.01, **kwargs}
+    ]
+    for kwargs, message in cases:
+        args: dict[str, Any] = {"duration": 0.01, **kwargs}
         with pytest.raises(InvalidInputError, match=message):
             sa.generate(["x", "y"], **args)
     with pytest.raises(InvalidInputError, match="empty"):

@@ -43,7 +43,24 @@ def convert(
     """Convert SRC (a hub repo id such as facebook/musicgen-small, or a local upstream
     directory) into an audiogen directory."""
     from audiogen_convert.musicgen import check_out_dir, convert_musicgen, resolve_source
+    from audiogen_convert.stableaudio import convert_stableaudio, is_stableaudio
 
+    if is_stableaudio(src):
+        sa = convert_stableaudio(
+            src,
+            output,
+            dtype=dtype,
+            offline=offline or None,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            force=force,
+        )
+        click.echo(
+            f"detected: {sa.format} checkpoint, Stable Audio ({sa.objective}; conditioners "
+            f"{', '.join(sa.conditioners)})"
+        )
+        click.echo(f"wrote: {sa.out_dir} ({sa.dtype})")
+        return
     # Output rules first, so a bad -o fails before any download (checked again with the source).
     check_out_dir(output, force=force)
     root, source, rev = resolve_source(

@@ -23,11 +23,21 @@ MUSICGEN_ALIASES = {
         "style",
     )
 }
-NOT_YET = {
+STABLE_AUDIO_ALIASES = {
     "stable-audio-small": "stabilityai/stable-audio-open-small",
     "stable-audio-1.0": "stabilityai/stable-audio-open-1.0",
 }
 SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def _is_stable_audio(name: str) -> bool:
+    """Stable Audio when a local directory holds its files (stable-audio-tools
+    model_config.json without a transformers config.json, diffusers model_index.json, or an
+    audiogen Stable Audio manifest) or a hub id names a stabilityai/stable-audio repo;
+    MusicGen otherwise."""
+    from audiogen_convert.stableaudio import is_stableaudio
+
+    return is_stableaudio(name)
 
 
 def _outputs(output: Path, count: int) -> list[Path]:
@@ -44,10 +54,16 @@ def _outputs(output: Path, count: int) -> list[Path]:
     "--model",
     default="musicgen-small",
     show_default=True,
-    help="musicgen-small|medium|large|stereo-*, a hub repo id or a local directory.",
+    help="musicgen-small|medium|large|stereo-*, stable-audio-small|stable-audio-1.0, a hub repo "
+    "id or a local directory (Stable Audio when it holds model_config.json / model_index.json).",
 )
 @click.option(
-    "-d", "--duration", type=float, default=10.0, show_default=True, help="Seconds (≤ 30)."
+    "-d",
+    "--duration",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds (MusicGen ≤ 30; Stable Audio ≤ its window: small ~11.9, 1.0 ~47.5).",
 )
 @click.option(
     "-o",
@@ -71,6 +87,28 @@ def _outputs(output: Path, count: int) -> list[Path]:
     help="Where converted weights are kept (default $AUDIOGEN_CACHE or ~/.cache/audiogen).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--steps", type=int, help="Stable Audio: sampler steps (default: the model's).")
+@click.option(
+    "--cfg-scale", type=float, help="Stable Audio: guidance scale (default: small 1, 1.0 7)."
+)
+@click.option(
+    "--sampler",
+    help="Stable Audio: pingpong|euler|rk4 (small), dpmpp-3m-sde|dpmpp-2m-sde|k-euler (1.0).",
+)
+@click.option("--negative-prompt", help="Stable Audio: what to steer away from (needs cfg ≠ 1).")
+@click.option(
+    "--seconds-start", type=float, default=0.0, show_default=True, help="Stable Audio (1.0)."
+)
+@click.option(
+    "--init-audio",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Stable Audio: audio file to start from (audio-to-audio).",
+)
+@click.option(
+    "--init-strength",
+    type=float,
+    help="Stable Audio: noise level for --init-audio (σ for 1.0, t in (0, 1] for small).",
+)
 def generate(
     prompts: tuple[str, ...],
     model: str,
@@ -84,17 +122,56 @@ def generate(
     offline: bool,
     cache_dir: Path | None,
     quiet: bool,
+    steps: int | None,
+    cfg_scale: float | None,
+    sampler: str | None,
+    negative_prompt: str | None,
+    seconds_start: float,
+    init_audio: Path | None,
+    init_strength: float | None,
 ) -> None:
-    """Generate music for each PROMPT (batched in one pass) and write audio files."""
+    """Generate audio for each PROMPT (batched in one pass) and write audio files."""
     from audiogen_core.errors import InvalidInputError
 
-    if model in NOT_YET:
-        raise InvalidInputError(f"{model}: Stable Audio is not in this release yet")
     # Check where the files go before spending minutes generating.
     if output.suffix.lower() not in SUFFIXES:
         raise InvalidInputError(f"{output}: output must end in {', '.join(SUFFIXES)}")
     if not output.resolve().parent.is_dir():
         raise InvalidInputError(f"{output}: directory {output.parent} does not exist")
+
+    name = STABLE_AUDIO_ALIASES.get(model, model)
+    if _is_stable_audio(name):
+        from audiogen_stableaudio import StableAudio
+
+        sa = StableAudio.from_pretrained(name, offline=offline or None, cache_dir=cache_dir)
+        waves = sa.generate(
+            list(prompts),
+            duration,
+            steps=steps,
+            cfg_scale=cfg_scale,
+            sampler=sampler,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            seconds_start=seconds_start,
+            init_audio=init_audio,
+            init_strength=init_strength,
+            progress=not quiet,
+        )
+        for item, path in zip(waves, _outputs(output, len(prompts)), strict=True):
+            click.echo(str(sa.save(item, path)))
+        return
+    given = {
+        "--steps": steps,
+        "--cfg-scale": cfg_scale,
+        "--sampler": sampler,
+        "--negative-prompt": negative_prompt,
+        "--init-audio": init_audio,
+        "--init-strength": init_strength,
+        "--seconds-start": seconds_start or None,
+    }
+    extra = [k for k, v in given.items() if v is not None]
+    if extra:
+        raise InvalidInputError(f"{', '.join(extra)}: Stable Audio options; {model} is MusicGen")
 
     from audiogen_musicgen import MusicGen
 

@@ -559,6 +559,45 @@ def converted_dir(
         ) from e
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A model directory found locally or fetched from the hub, with where its T5 comes from
+    (``None``: beside it) and the label recorded as its source."""
+
+    root: Path
+    layout: Layout
+    source: str
+    t5_dir: Path | None = None
+    tokenizer_dir: Path | None = None
+
+
+def resolve(
+    name_or_path: str | os.PathLike[str],
+    *,
+    offline: bool | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> Resolved:
+    """Find (or download) a Stable Audio model: a local directory, or a hub repo fetched in two
+    passes (a probe for the layout, then only that layout's files). A stable-audio-tools layout
+    without ``text_encoder/`` (small) gets T5 and its tokenizer from the repo its config names."""
+    kw: dict[str, Any] = {"offline": offline, "trust_remote_code": trust_remote_code}
+    is_local = Path(os.fspath(name_or_path)).expanduser().is_dir()
+    if is_local:
+        root = hub.resolve(name_or_path)
+    else:
+        probe = hub.resolve(name_or_path, allow_patterns=_PROBE_PATTERNS, revision=revision, **kw)
+        patterns = _SAT_PATTERNS if detect_layout(probe) == "sat" else _DIFFUSERS_PATTERNS
+        root = hub.resolve(name_or_path, allow_patterns=patterns, revision=revision, **kw)
+    source = str(root) if is_local else os.fspath(name_or_path)
+    layout = detect_layout(root)
+    if layout != "sat" or _t5_dir(root / "text_encoder", root / "t5") is not None:
+        return Resolved(root, layout, source)
+    name = ConditioningConfig.from_dict(read_json(root / SAT_CONFIG)).t5_model_name
+    t5_root = hub.resolve(_t5_repo(name), allow_patterns=[*T5_FILES, *TOKENIZER_FILES], **kw)
+    return Resolved(root, layout, source, t5_root, _tokenizer_dir(root / "tokenizer", t5_root))
+
+
 def _check_prompts(prompts: str | Sequence[str], what: str = "prompt") -> list[str]:
     batch = [prompts] if isinstance(prompts, str) else prompts
     if not isinstance(batch, list | tuple) or not batch:
@@ -683,29 +722,14 @@ class StableAudio:
         (default ``$AUDIOGEN_CACHE`` or ``~/.cache/audiogen``). ``dtype`` defaults to the
         backend's (float32 on CPU, float16 on a GPU)."""
         compute = _as_dtype(dtype)
-        kw: dict[str, Any] = {"offline": offline, "trust_remote_code": trust_remote_code}
-        is_local = Path(os.fspath(name_or_path)).expanduser().is_dir()
-        if is_local:
-            root = hub.resolve(name_or_path)
-        else:
-            probe = hub.resolve(
-                name_or_path, allow_patterns=_PROBE_PATTERNS, revision=revision, **kw
-            )
-            layout = detect_layout(probe)
-            patterns = _SAT_PATTERNS if layout == "sat" else _DIFFUSERS_PATTERNS
-            root = hub.resolve(name_or_path, allow_patterns=patterns, revision=revision, **kw)
-        source = str(root) if is_local else os.fspath(name_or_path)
-        if detect_layout(root) == "audiogen":
-            return cls.load_converted(root, dtype=compute)
-        t5_dir = tok_dir = None
-        if detect_layout(root) == "sat" and _t5_dir(root / "text_encoder", root / "t5") is None:
-            name = ConditioningConfig.from_dict(read_json(root / SAT_CONFIG)).t5_model_name
-            t5_dir = hub.resolve(_t5_repo(name), allow_patterns=[*T5_FILES, *TOKENIZER_FILES], **kw)
-            tok_dir = _tokenizer_dir(root / "tokenizer", t5_dir)
-        up = read_upstream(root, t5_dir=t5_dir, tokenizer_dir=tok_dir)
-        return cls.load_converted(
-            converted_dir(up, root, source=source, cache_dir=cache_dir), dtype=compute
+        found = resolve(
+            name_or_path, offline=offline, revision=revision, trust_remote_code=trust_remote_code
         )
+        if found.layout == "audiogen":
+            return cls.load_converted(found.root, dtype=compute)
+        up = read_upstream(found.root, t5_dir=found.t5_dir, tokenizer_dir=found.tokenizer_dir)
+        root = converted_dir(up, found.root, source=found.source, cache_dir=cache_dir)
+        return cls.load_converted(root, dtype=compute)
 
     @classmethod
     def load_converted(cls, root: Path, *, dtype: mx.Dtype | str | None = None) -> StableAudio:
@@ -986,4 +1010,5 @@ __all__ = [
     "detect_layout",
     "read_manifest",
     "read_upstream",
+    "resolve",
 ]
