@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audiogen_core.errors import CorruptWeightsError, MissingWeightsError, WeightsError
+from audiogen_core.errors import (
+    CorruptWeightsError,
+    InvalidInputError,
+    MissingWeightsError,
+    WeightsError,
+)
 from audiogen_core.weights import (
     cast_floats,
     conv1d_to_mlx,
@@ -15,6 +20,7 @@ from audiogen_core.weights import (
     fuse_weight_norms,
     load_into,
     load_safetensors,
+    quantize_linears,
     safetensors_metadata,
     save_safetensors,
 )
@@ -146,3 +152,21 @@ def test_load_into_strict() -> None:
         load_into(nn.Linear(3, 2), {**good, "extra": mx.ones(1)}, source="x.safetensors")
     with pytest.raises(MissingWeightsError, match="shape mismatch: weight"):
         load_into(nn.Linear(3, 2), {**good, "weight": mx.ones((3, 3))}, source="x.safetensors")
+
+
+def test_quantize_linears_only_where_the_group_fits() -> None:
+    model = nn.Sequential(nn.Linear(64, 32), nn.Linear(32, 48), nn.Embedding(10, 64))
+    x = mx.random.normal((3, 64), key=mx.random.key(0))
+    ref = model.layers[0](x)
+    assert quantize_linears(model, 8, group_size=64) == 1
+    assert isinstance(model.layers[0], nn.QuantizedLinear)
+    assert isinstance(model.layers[1], nn.Linear)  # 32 inputs: not a multiple of 64
+    assert isinstance(model.layers[2], nn.Embedding)
+    err = float(mx.max(mx.abs(model.layers[0](x) - ref)))
+    assert err < 0.02 * float(mx.max(mx.abs(ref)))  # 8-bit, groups of 64
+
+
+@pytest.mark.parametrize(("bits", "group"), [(3, 64), (8, 48)])
+def test_quantize_linears_rejects_bad_settings(bits: int, group: int) -> None:
+    with pytest.raises(InvalidInputError, match="must be"):
+        quantize_linears(nn.Linear(64, 8), bits, group_size=group)

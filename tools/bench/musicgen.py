@@ -528,6 +528,11 @@ def bench_variant(
     def load_ours(state: dict[str, Any]) -> MusicGen:
         t = time.perf_counter()
         model = build_ours(state, composite, ours_dtype, ids)
+        if args.quantize:
+            from audiogen_core.weights import quantize_linears
+
+            n = quantize_linears(model.decoder, args.quantize, group_size=64)
+            log(f"[{variant}] ours: {n} decoder linears quantized to {args.quantize} bits")
         result["ours_load_s"] = time.perf_counter() - t
         log(f"[{variant}] ours loaded in {result['ours_load_s']:.1f} s")
         return model
@@ -578,6 +583,7 @@ def bench_variant(
     result["runs"] = runs
     result["median"] = {side: _median(r) for side, r in runs.items()}
     result["dtype"] = {"ours": str(ours_dtype), "torch": str(torch_dtype)}
+    result["quantize"] = args.quantize
     result["load_after"] = load_avg()
     ref = ours = None
     free_memory(torch)
@@ -630,6 +636,9 @@ def main() -> int:
     ap.add_argument("--torch-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     ap.add_argument(
         "--dtype", choices=("float32", "float16", "bfloat16"), help="ours (default: as torch)"
+    )
+    ap.add_argument(
+        "--quantize", type=int, choices=(4, 8), help="ours: quantize the decoder's linears"
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     ap.add_argument("--sequential", action="store_true", help="never hold both models at once")
