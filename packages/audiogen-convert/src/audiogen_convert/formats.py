@@ -22,7 +22,6 @@ Tensors keep their dtype (bf16 stays bf16).
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import pickle  # nosec B403 - only for its exception type; torch.load(weights_only=True) reads
 import zipfile
@@ -33,7 +32,7 @@ from types import ModuleType
 from typing import Any
 
 from audiogen_core.errors import CorruptWeightsError, MissingWeightsError, WeightsError
-from audiogen_core.weights import load_safetensors
+from audiogen_core.weights import load_safetensors, read_json
 
 import mlx.core as mx
 import numpy as np
@@ -81,21 +80,9 @@ class Checkpoint:
         return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise WeightsError(f"{path}: not found") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptWeightsError(f"{path}: unreadable JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise CorruptWeightsError(f"{path}: expected a JSON object")
-    return data
-
-
 def index_shards(index: Path) -> tuple[Path, ...]:
     """The shard files an index json names (sorted), each checked to exist beside it."""
-    weight_map = _read_json(index).get("weight_map")
+    weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise CorruptWeightsError(f"{index}: no weight_map")
     shards = sorted({str(v) for v in weight_map.values()})

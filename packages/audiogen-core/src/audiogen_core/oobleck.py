@@ -22,7 +22,6 @@ so this module has its own).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ from audiogen_core.weights import (
     fuse_weight_norms,
     load_into,
     load_safetensors,
+    read_json,
 )
 
 import mlx.core as mx
@@ -625,7 +625,7 @@ class OobleckVAE(nn.Module):
         root = Path(path)
         if not root.is_dir():
             raise WeightsError(f"{root}: not a directory")
-        raw = _read_json(root / "config.json")
+        raw = read_json(root / "config.json")
         if raw.get("_class_name", "AutoencoderOobleck") != "AutoencoderOobleck":
             raise WeightsError(
                 f"{root / 'config.json'}: not an AutoencoderOobleck config "
@@ -649,7 +649,7 @@ def load_stable_audio_tools(
     """The Oobleck VAE of a stable-audio-tools checkpoint: ``model.safetensors`` (the whole
     model; only ``pretransform.model.*`` is read) and its ``model_config.json``."""
     cfg_path = Path(config_path)
-    raw = _read_json(cfg_path)
+    raw = read_json(cfg_path)
     try:
         model = OobleckVAE(OobleckConfig.from_stable_audio_tools(raw))
     except (InvalidInputError, TypeError, ValueError, AttributeError, KeyError) as e:
@@ -661,18 +661,6 @@ def load_stable_audio_tools(
         raise MissingWeightsError(f"{wpath}: no tensors under 'pretransform.model.'")
     load_into(model, cast_floats(weights, dtype), source=wpath)
     return model
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise WeightsError(f"{path}: not found") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{path}: unreadable config: {e}") from e
-    if not isinstance(raw, dict):
-        raise WeightsError(f"{path}: config is not a JSON object")
-    return raw
 
 
 _SAT_RES_UNIT = {"0": "snake1", "1": "conv1", "2": "snake2", "3": "conv2"}

@@ -6,7 +6,6 @@ its state-dict keys, so loading an upstream checkpoint is a prefix strip (see ``
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from audiogen_core.errors import InvalidInputError, WeightsError
-from audiogen_core.weights import cast_floats, load_into, load_safetensors
+from audiogen_core.weights import cast_floats, load_into, load_safetensors, read_json
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -260,7 +259,7 @@ class T5Encoder(nn.Module):
         root = Path(path)
         if not root.is_dir():
             raise WeightsError(f"{root}: not a directory")
-        raw = _read_json(root / "config.json")
+        raw = read_json(root / "config.json")
         prefix = ""
         if "d_model" not in raw and isinstance(raw.get("text_encoder"), dict):
             raw, prefix = raw["text_encoder"], "text_encoder."
@@ -304,18 +303,6 @@ def sanitize(weights: Mapping[str, mx.array], prefix: str = "") -> dict[str, mx.
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise WeightsError(f"{path}: not found") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{path}: unreadable JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: expected a JSON object")
-    return data
-
-
 def _load_weights(root: Path, prefix: str) -> tuple[dict[str, mx.array], Path]:
     """Tensors of ``model.safetensors`` or of the shards that hold ``prefix`` keys."""
     single = root / "model.safetensors"
@@ -324,7 +311,7 @@ def _load_weights(root: Path, prefix: str) -> tuple[dict[str, mx.array], Path]:
     index = root / "model.safetensors.index.json"
     if not index.is_file():
         raise WeightsError(f"{root}: no model.safetensors or model.safetensors.index.json")
-    weight_map = _read_json(index).get("weight_map")
+    weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict):
         raise WeightsError(f"{index}: no weight_map")
     shards = sorted({str(f) for k, f in weight_map.items() if k.startswith(prefix)})

@@ -59,6 +59,20 @@ def _check_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON object from a config / index / manifest file, with errors that name the file."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise WeightsError(f"{p}: not found") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptWeightsError(f"{p}: unreadable JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise CorruptWeightsError(f"{p}: expected a JSON object")
+    return data
+
+
 def load_safetensors(path: str | os.PathLike[str]) -> dict[str, mx.array]:
     """All tensors of one safetensors file as MLX arrays (bf16 kept as bf16)."""
     p = Path(path)
@@ -229,6 +243,7 @@ __all__ = [
     "load_into",
     "load_safetensors",
     "quantize_linears",
+    "read_json",
     "safetensors_metadata",
     "save_safetensors",
 ]

@@ -42,7 +42,7 @@ from audiogen_core.errors import (
     MissingWeightsError,
     WeightsError,
 )
-from audiogen_core.weights import load_safetensors, save_safetensors
+from audiogen_core.weights import load_safetensors, read_json, save_safetensors
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -71,18 +71,6 @@ def _version() -> str:
     from audiogen_musicgen import __version__
 
     return __version__
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise WeightsError(f"{path}: not found") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{path}: unreadable JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: expected a JSON object")
-    return data
 
 
 def is_converted(root: Path) -> bool:

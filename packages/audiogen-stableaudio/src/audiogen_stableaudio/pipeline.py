@@ -53,7 +53,13 @@ from audiogen_core.errors import InvalidInputError, MissingWeightsError, Weights
 from audiogen_core.oobleck import OobleckConfig, OobleckVAE
 from audiogen_core.t5 import T5Encoder
 from audiogen_core.tokenizer import T5Tokenizer
-from audiogen_core.weights import cast_floats, load_into, load_safetensors, save_safetensors
+from audiogen_core.weights import (
+    cast_floats,
+    load_into,
+    load_safetensors,
+    read_json,
+    save_safetensors,
+)
 
 import mlx.core as mx
 import numpy as np
@@ -147,18 +153,6 @@ def _as_dtype(dtype: mx.Dtype | str | None) -> mx.Dtype:
     if dtype not in _DTYPES.values():
         raise InvalidInputError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     return dtype
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise WeightsError(f"{path}: not found") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WeightsError(f"{path}: unreadable JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: expected a JSON object")
-    return data
 
 
 def detect_layout(root: Path) -> Layout:
