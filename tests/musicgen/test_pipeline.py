@@ -296,15 +296,6 @@ def test_bin_only_dir_says_what_to_install(
     assert not (cache / "musicgen").exists() or not any((cache / "musicgen").iterdir())
 
 
-def test_bin_only_hub_repo_says_what_to_install(
-    fixtures_dir: Path, cache: Path, tmp_path: Path, fake_hub: Any
-) -> None:
-    repo = _bin_only(fixtures_dir, tmp_path / "repo", {"pytorch_model.bin": b"\x80\x02"})
-    fake_hub.add_dir("facebook/musicgen-medium", repo)
-    with pytest.raises(MissingWeightsError, match=r"audiogen-convert\[torch\]"):
-        MusicGen.from_pretrained("facebook/musicgen-medium", cache_dir=cache)
-
-
 def test_missing_and_garbage_dirs(fixtures_dir: Path, cache: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="does not exist"):
         MusicGen.from_pretrained(tmp_path / "nope", cache_dir=cache)
@@ -522,3 +513,36 @@ def test_live_parity_with_transformers(
         "guidance_scale": np.float64(builder.GUIDANCE),
     }
     _check_parity(ours, expected)
+
+
+def test_hub_repo_with_only_bin_weights_fetches_them_when_readable(
+    fixtures_dir: Path, cache: Path, tmp_path: Path, fake_hub: Any, torch: ModuleType
+) -> None:
+    """Like facebook/musicgen-medium: a first pass finds no safetensors, a second fetches the
+    .bin (read by audiogen-convert with torch) and generation matches the safetensors model."""
+    from safetensors.torch import load_file
+
+    src = _model_dir(fixtures_dir, "mono")
+    repo = _bin_only(fixtures_dir, tmp_path / "repo", {})
+    torch.save(load_file(src / "model.safetensors"), repo / "pytorch_model.bin")
+    fake_hub.add_dir("facebook/musicgen-medium", repo)
+    m = MusicGen.from_pretrained("facebook/musicgen-medium", cache_dir=cache)
+    assert fake_hub.count == 2
+    assert "pytorch_model.bin" in fake_hub.calls[1]["allow_patterns"]
+    assert "pytorch_model.bin" not in fake_hub.calls[0]["allow_patterns"]
+    ref = MusicGen.from_pretrained(src, cache_dir=cache)
+    np.testing.assert_array_equal(
+        m.generate_codes("lofi beat", 0.3, greedy=True),
+        ref.generate_codes("lofi beat", 0.3, greedy=True),
+    )
+
+
+def test_hub_repo_with_only_bin_weights_and_no_reader_downloads_nothing_more(
+    fixtures_dir: Path, cache: Path, tmp_path: Path, fake_hub: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "audiogen_convert.formats", None)
+    repo = _bin_only(fixtures_dir, tmp_path / "repo", {"pytorch_model.bin": b"\x80\x02"})
+    fake_hub.add_dir("facebook/musicgen-medium", repo)
+    with pytest.raises(WeightsError, match=r'pip install "audiogen-convert\[torch\]"'):
+        MusicGen.from_pretrained("facebook/musicgen-medium", cache_dir=cache)
+    assert fake_hub.count == 1

@@ -139,7 +139,7 @@ def weight_files(root: Path) -> list[Path]:
         return [root / s for s in shards]
     bins = sorted(p.name for p in root.glob("pytorch_model*.bin"))
     if bins or (root / "pytorch_model.bin.index.json").is_file():
-        formats = _bin_reader()
+        formats = bin_reader()
         if formats is not None:
             return list(formats.detect(root).files)
         shown = ", ".join(bins) if bins else "pytorch_model.bin.index.json"
@@ -151,7 +151,7 @@ def weight_files(root: Path) -> list[Path]:
     )
 
 
-def _bin_reader() -> Any:
+def bin_reader() -> Any:
     """``audiogen_convert.formats`` when installed (it reads ``.bin`` with torch), else None.
     Imported lazily: the dependency points from audiogen-convert to this package, not back."""
     try:
@@ -163,7 +163,7 @@ def _bin_reader() -> Any:
 def _read_weights(path: Path) -> dict[str, mx.array]:
     if path.suffix == ".safetensors":
         return load_safetensors(path)
-    return dict(_bin_reader().read_bin(path))  # weight_files returns .bin only when it exists
+    return dict(bin_reader().read_bin(path))  # weight_files returns .bin only when it exists
 
 
 def tokenizer_files(root: Path) -> list[Path]:

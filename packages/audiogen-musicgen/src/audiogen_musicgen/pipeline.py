@@ -49,6 +49,8 @@ HUB_PATTERNS = (
     *convert.TOKENIZER_FILES,
 )
 
+BIN_PATTERNS = ("pytorch_model.bin", "pytorch_model-*.bin")
+
 Progress = Callable[[int, int], None] | bool | None
 
 _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
@@ -228,6 +230,18 @@ class MusicGen:
         )
         is_repo = not Path(os.fspath(name_or_path)).expanduser().is_dir()
         source = os.fspath(name_or_path) if is_repo else str(root)
+        if is_repo and not convert.is_converted(root) and not any(root.glob("*.safetensors")):
+            # facebook/musicgen-medium and -large publish only PyTorch .bin weights: fetch
+            # them in a second pass, and only when they can be read (not GBs to then fail).
+            if convert.bin_reader() is None:
+                raise WeightsError(f"{name_or_path}: only PyTorch .bin weights. {convert.BIN_HINT}")
+            root = hub.resolve(
+                name_or_path,
+                allow_patterns=[*HUB_PATTERNS, *BIN_PATTERNS],
+                revision=revision,
+                offline=offline,
+                trust_remote_code=trust_remote_code,
+            )
         if not convert.is_converted(root):
             if not (root / "config.json").is_file():
                 raise WeightsError(
