@@ -39,8 +39,8 @@ Tokenisers: no T5 tokenizer files are available offline. diffusers gets the smal
 tokenizer of tests/fixtures/t5 (it pads every prompt to the max length anyway, so only the ids
 differ); ours gets fixed ids of a realistic prompt length (28 tokens, as t5-base's tokenizer gives
 the prompt), because ours pads to the longest prompt, as transformers' ``padding="longest"``,
-where diffusers pads to ``model_max_length`` (128 for 1.0): ours runs T5 and cross-attention
-over 28 + seconds tokens, diffusers over 128 + 2.
+where diffusers pads to ``model_max_length`` (64 here for small, 128 for 1.0): ours runs T5
+and cross-attention over 28 + 2 seconds tokens, diffusers over 64 + 2 or 128 + 2.
 
 A warm-up generation (``--warmup-steps`` steps, the full window) precedes ``--runs`` runs that
 alternate diffusers and ours. ``speed-up`` is ours ÷ diffusers for DiT evals/s and diffusers ÷
