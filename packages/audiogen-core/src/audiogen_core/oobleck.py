@@ -291,11 +291,14 @@ def _conv1d(
         cols = mx.concatenate([x[:, j * dilation : j * dilation + n_out] for j in range(k)], -1)
         out = cols @ w.reshape(cout, k * cin).T
     else:
-        # Time tiles of _CONV_TILE rows: the k accumulating addmm passes over one tile's output
-        # then stay in cache instead of streaming the whole (up to 268 MB) output k times.
+        # On the CPU, time tiles of _CONV_TILE rows: the k accumulating addmm passes over one
+        # tile's output then stay in cache instead of streaming the whole (up to 268 MB) output
+        # k times. Not on a GPU: there every tile is k more kernel launches (1.0's 2M-sample
+        # decode made thousands), and whole-length addmms are what the device is fast at.
+        tile = _CONV_TILE if mx.default_device().type == mx.DeviceType.cpu else n_out
         tiles = []
-        for s in range(0, n_out, _CONV_TILE):
-            e = min(n_out, s + _CONV_TILE)
+        for s in range(0, n_out, tile):
+            e = min(n_out, s + tile)
             acc = x[:, s:e] @ w[:, 0, :].T if b is None else mx.addmm(b, x[:, s:e], w[:, 0, :].T)
             for j in range(1, k):
                 acc = mx.addmm(acc, x[:, s + j * dilation : e + j * dilation], w[:, j, :].T)
