@@ -127,3 +127,37 @@ def test_kernel_family_is_chosen_without_leaking_the_variable() -> None:
         assert core == hint
     user = _run(code, OPENBLAS_CORETYPE="Haswell").stdout.split()
     assert user[0] == "Haswell" and user[2] == "True"
+
+
+def test_resolve_dtype_names_and_errors() -> None:
+    from audiogen_core import backend
+    from audiogen_core.errors import InvalidInputError
+
+    import mlx.core as mx
+
+    assert backend.resolve_dtype("bfloat16") == mx.bfloat16
+    assert backend.resolve_dtype(mx.float16) == mx.float16
+    assert backend.resolve_dtype(None) == backend.compute_dtype()
+    for bad in ("float64", mx.int32):
+        with pytest.raises(InvalidInputError, match="dtype must be"):
+            backend.resolve_dtype(bad)
+
+
+def test_progress_callback_forms() -> None:
+    from audiogen_core.errors import InvalidInputError
+    from audiogen_core.progress import progress_callback
+
+    assert progress_callback(None) == (None, None) == progress_callback(False)
+    seen: list[tuple[int, int]] = []
+    report, bar = progress_callback(lambda s, n: seen.append((s, n)))
+    assert report is not None and bar is None
+    report(1, 3)
+    assert seen == [(1, 3)]
+    report, bar = progress_callback(True, "testing")
+    assert report is not None
+    report(2, 4)
+    if bar is not None:
+        assert (bar.n, bar.total) == (2, 4)
+        bar.close()
+    with pytest.raises(InvalidInputError, match="progress must be"):
+        progress_callback("yes")  # type: ignore[arg-type]

@@ -178,6 +178,25 @@ def compute_dtype() -> Any:
     return mx.float16 if default_device() == "gpu" else mx.float32
 
 
+def resolve_dtype(dtype: Any = None) -> Any:
+    """An MLX float dtype from None (the ``compute_dtype`` policy), a name ("float32",
+    "float16", "bfloat16") or an ``mx.Dtype``; anything else is an InvalidInputError."""
+    from audiogen_core.errors import InvalidInputError
+
+    import mlx.core as mx
+
+    names = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+    if dtype is None:
+        return compute_dtype()
+    if isinstance(dtype, str):
+        if dtype not in names:
+            raise InvalidInputError(f"dtype must be one of {', '.join(names)}, got {dtype!r}")
+        return names[dtype]
+    if dtype not in names.values():
+        raise InvalidInputError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    return dtype
+
+
 def info() -> dict[str, str]:
     """What the CLI's ``info`` prints: versions, device, GPU backend and BLAS."""
     import platform

@@ -12,9 +12,8 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +21,7 @@ from audiogen_core import audio as audio_io
 from audiogen_core import backend, hub
 from audiogen_core.encodec import EncodecModel
 from audiogen_core.errors import InvalidInputError, WeightsError
+from audiogen_core.progress import Progress, progress_callback
 from audiogen_core.t5 import T5Encoder
 from audiogen_core.tokenizer import T5Tokenizer
 from audiogen_core.weights import cast_floats, load_into, load_safetensors, quantize_linears
@@ -50,22 +50,6 @@ HUB_PATTERNS = (
 )
 
 BIN_PATTERNS = ("pytorch_model.bin", "pytorch_model-*.bin")
-
-Progress = Callable[[int, int], None] | bool | None
-
-_DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
-
-
-def _as_dtype(dtype: mx.Dtype | str | None) -> mx.Dtype:
-    if dtype is None:
-        return cast(mx.Dtype, backend.compute_dtype())
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise InvalidInputError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-        return _DTYPES[dtype]
-    if dtype not in _DTYPES.values():
-        raise InvalidInputError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
-    return dtype
 
 
 def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
@@ -107,35 +91,6 @@ def _check_top_p(top_p: Any) -> float | None:
     if not 0 < top_p <= 1:
         raise InvalidInputError(f"top_p must be 0 (off) or in (0, 1], got {top_p!r}")
     return float(top_p)
-
-
-def _progress_callback(progress: Progress) -> tuple[Callable[[int, int], None] | None, Any]:
-    """A ``(step, total)`` callable and a closer for ``progress`` (a callable, True, or off)."""
-    if progress is None or progress is False:
-        return None, None
-    if callable(progress):
-        return progress, None
-    if progress is not True:
-        raise InvalidInputError(
-            f"progress must be a callable(step, total) or a bool, got {progress!r}"
-        )
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm comes with huggingface_hub
-
-        def report(step: int, total: int) -> None:
-            print(
-                f"\rgenerating: {step}/{total}", end="\n" if step == total else "", file=sys.stderr
-            )
-
-        return report, None
-    bar = tqdm(total=None, unit="step", desc="generating")
-
-    def update(step: int, total: int) -> None:
-        bar.total = total
-        bar.update(step - bar.n)
-
-    return update, bar
 
 
 class MusicGen:
@@ -220,7 +175,7 @@ class MusicGen:
         uses that cache only. ``dtype`` defaults to the backend's (float32 on CPU, float16 on
         a GPU).
         """
-        compute = _as_dtype(dtype)
+        compute = backend.resolve_dtype(dtype)
         root = hub.resolve(
             name_or_path,
             allow_patterns=list(HUB_PATTERNS),
@@ -319,7 +274,7 @@ class MusicGen:
             raise InvalidInputError(f"seed must be a non-negative integer or None, got {seed!r}")
         frames = self.num_frames(duration)
         states, mask = self.encode_text(prompts)
-        report, bar = _progress_callback(progress)
+        report, bar = progress_callback(progress, "generating")
         try:
             codes = generate_codes(
                 self.decoder,

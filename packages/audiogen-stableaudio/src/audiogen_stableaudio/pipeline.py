@@ -39,7 +39,6 @@ import os
 import re
 import secrets
 import shutil
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +50,7 @@ from audiogen_core import audio as audio_io
 from audiogen_core import backend, hub, oobleck, t5
 from audiogen_core.errors import InvalidInputError, MissingWeightsError, WeightsError
 from audiogen_core.oobleck import OobleckConfig, OobleckVAE
+from audiogen_core.progress import Progress, progress_callback
 from audiogen_core.t5 import T5Encoder
 from audiogen_core.tokenizer import T5Tokenizer
 from audiogen_core.weights import (
@@ -117,10 +117,7 @@ _DIFFUSERS_PATTERNS = [
 ]
 
 Layout = Literal["audiogen", "sat", "diffusers"]
-Progress = Callable[[int, int], None] | bool | None
 InitAudio = str | os.PathLike[str] | tuple[Any, float]
-
-_DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -141,18 +138,6 @@ DEFAULTS: dict[str, SamplingDefaults] = {
     "rf_denoiser": SamplingDefaults("pingpong", 8, 1.0, 0.5),
     "v": SamplingDefaults("dpmpp-3m-sde", 100, 7.0, 1.0),
 }
-
-
-def _as_dtype(dtype: mx.Dtype | str | None) -> mx.Dtype:
-    if dtype is None:
-        return cast(mx.Dtype, backend.compute_dtype())
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise InvalidInputError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-        return _DTYPES[dtype]
-    if dtype not in _DTYPES.values():
-        raise InvalidInputError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
-    return dtype
 
 
 def detect_layout(root: Path) -> Layout:
@@ -622,33 +607,6 @@ def _number(value: Any, name: str, *, low: float, high: float = math.inf, low_op
     return float(value)
 
 
-def _progress_callback(progress: Progress) -> tuple[Callable[[int, int], None] | None, Any]:
-    if progress is None or progress is False:
-        return None, None
-    if callable(progress):
-        return progress, None
-    if progress is not True:
-        raise InvalidInputError(
-            f"progress must be a callable(step, total) or a bool, got {progress!r}"
-        )
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm comes with huggingface_hub
-
-        def report(step: int, total: int) -> None:
-            end = "\n" if step == total else ""
-            print(f"\rdenoising: {step}/{total}", end=end, file=sys.stderr)
-
-        return report, None
-    bar = tqdm(total=None, unit="step", desc="denoising")
-
-    def update(step: int, total: int) -> None:
-        bar.total = total
-        bar.update(step - bar.n)
-
-    return update, bar
-
-
 class StableAudio:
     """Stable Audio Open (small or 1.0; objective, conditioners and window read from the
     checkpoint) text-to-audio."""
@@ -715,7 +673,7 @@ class StableAudio:
         an audiogen-converted directory. Upstream weights are converted once into ``cache_dir``
         (default ``$AUDIOGEN_CACHE`` or ``~/.cache/audiogen``). ``dtype`` defaults to the
         backend's (float32 on CPU, float16 on a GPU)."""
-        compute = _as_dtype(dtype)
+        compute = backend.resolve_dtype(dtype)
         found = resolve(
             name_or_path, offline=offline, revision=revision, trust_remote_code=trust_remote_code
         )
@@ -727,7 +685,7 @@ class StableAudio:
 
     @classmethod
     def load_converted(cls, root: Path, *, dtype: mx.Dtype | str | None = None) -> StableAudio:
-        compute = _as_dtype(dtype)
+        compute = backend.resolve_dtype(dtype)
         manifest = read_manifest(root)
         configs = {p: read_json(root / p / "config.json") for p in COMPONENTS}
         models = _build(configs, str(root))
@@ -955,7 +913,7 @@ class StableAudio:
             if kind in samplers.STOCHASTIC
             else None
         )
-        report, bar = _progress_callback(progress)
+        report, bar = progress_callback(progress, "denoising")
         try:
             latents = self.generate_latents(
                 batch,
