@@ -41,7 +41,7 @@ class Conversion:
 
     out_dir: Path
     format: str
-    variant: str  # "mono" | "stereo"
+    variant: str  # "mono" | "stereo" | "melody" | "stereo-melody"
     dtype: str
     num_codebooks: int
 
@@ -96,21 +96,20 @@ def resolve_source(
 
 
 def variant(config: dict[str, Any], path: Path) -> str:
-    """``"mono"`` or ``"stereo"`` from a composite MusicGen config; Melody is refused clearly."""
+    """``"mono"``, ``"stereo"``, ``"melody"`` or ``"stereo-melody"`` from a composite MusicGen
+    config (``model_type`` and the decoder's ``audio_channels``; never the repo's name)."""
     model_type = config.get("model_type")
-    if isinstance(model_type, str) and "melody" in model_type:
-        raise WeightsError(
-            f"{path}: a MusicGen-Melody checkpoint ({model_type}); converting Melody models is "
-            "not yet supported"
-        )
     decoder = config.get("decoder")
     channels = decoder.get("audio_channels", 1) if isinstance(decoder, dict) else None
-    if model_type != "musicgen" or channels not in (1, 2):
+    if model_type not in ("musicgen", "musicgen_melody") or channels not in (1, 2):
         raise WeightsError(
             f"{path}: not a MusicGen config (model_type {model_type!r}, decoder audio_channels "
-            f"{channels!r}; expected 'musicgen' with 1 or 2 channels)"
+            f"{channels!r}; expected 'musicgen' or 'musicgen_melody' with 1 or 2 channels)"
         )
-    return "stereo" if channels == 2 else "mono"
+    kind = "stereo" if channels == 2 else "mono"
+    if model_type == "musicgen_melody":
+        return "melody" if kind == "mono" else "stereo-melody"
+    return kind
 
 
 def check_out_dir(out_dir: Path, *, force: bool, src: Path | None = None) -> Path:

@@ -1,5 +1,7 @@
 """MusicGen decoder configuration, read from transformers' ``MusicgenDecoderConfig`` (the
-``decoder`` part of a ``MusicgenConfig``; transformers ``models/musicgen/configuration_musicgen.py``)."""
+``decoder`` part of a ``MusicgenConfig``; transformers ``models/musicgen/configuration_musicgen.py``)
+or ``MusicgenMelodyDecoderConfig`` (``models/musicgen_melody``), whose composite adds
+``num_chroma`` and ``chroma_length``."""
 
 from __future__ import annotations
 
@@ -34,6 +36,12 @@ class DecoderConfig:
     # transformers' MusicgenForConditionalGeneration.__init__, whether ``enc_to_dec_proj`` exists.
     text_encoder_hidden_size: int | None = None
     layer_norm_eps: float = 1e-5  # torch nn.LayerNorm default; upstream does not configure it
+    # Text models attend to the text through cross-attention. Melody (and style) models have none:
+    # their conditioning is *prepended* to the decoder input and lives in the self-attention cache.
+    cross_attention: bool = True
+    # Melody only (from the composite config): chroma bins and the chroma prefix length.
+    num_chroma: int | None = None
+    chroma_length: int = 235
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -51,6 +59,11 @@ class DecoderConfig:
             raise InvalidInputError(
                 f"activation_function {self.activation_function!r} is not supported "
                 f"(known: {', '.join(ACTIVATIONS)})"
+            )
+        if self.num_chroma is not None and (self.num_chroma < 1 or self.chroma_length < 1):
+            raise InvalidInputError(
+                f"num_chroma and chroma_length must be >= 1, got {self.num_chroma}, "
+                f"{self.chroma_length}"
             )
         if self.tie_word_embeddings:
             # Upstream cannot tie either: the tables have vocab_size + 1 rows, the heads vocab_size.
@@ -73,12 +86,21 @@ class DecoderConfig:
     @property
     def has_enc_to_dec_proj(self) -> bool:
         # transformers: the projection exists when the text width differs from the decoder width
-        # and cross_attention_hidden_size is unset.
+        # and cross_attention_hidden_size is unset (melody has no such field: width only).
         return (
             self.text_encoder_hidden_size is not None
             and self.text_encoder_hidden_size != self.hidden_size
             and self.cross_attention_hidden_size is None
         )
+
+    @property
+    def is_melody(self) -> bool:
+        return self.num_chroma is not None
+
+    @property
+    def has_audio_enc_to_dec_proj(self) -> bool:
+        # MusicgenMelodyForConditionalGeneration.__init__: only when the widths differ.
+        return self.num_chroma is not None and self.num_chroma != self.hidden_size
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DecoderConfig:
@@ -93,4 +115,12 @@ class DecoderConfig:
             raise InvalidInputError("MusicGen config has no 'decoder' section")
         text = d.get("text_encoder") or {}
         width = text.get("hidden_size", text.get("d_model"))
-        return cls.from_dict({**d["decoder"], "text_encoder_hidden_size": width})
+        extra: dict[str, Any] = {"text_encoder_hidden_size": width}
+        if d.get("model_type") == "musicgen_melody":
+            # MusicgenMelodyConfig defaults (configuration_musicgen_melody.py).
+            extra.update(
+                cross_attention=False,
+                num_chroma=int(d.get("num_chroma", 12)),
+                chroma_length=int(d.get("chroma_length", 235)),
+            )
+        return cls.from_dict({**d["decoder"], **extra})

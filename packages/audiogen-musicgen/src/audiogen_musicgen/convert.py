@@ -101,19 +101,20 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+MODEL_TYPES = ("musicgen", "musicgen_melody")
+
+
 def upstream_config(root: Path) -> dict[str, Any]:
-    """The composite ``MusicgenConfig`` of an upstream directory, checked to be text MusicGen."""
+    """The composite ``MusicgenConfig`` / ``MusicgenMelodyConfig`` of an upstream directory."""
     path = root / "config.json"
     config = read_json(path)
     model_type = config.get("model_type")
-    if model_type == "musicgen_melody":
-        raise WeightsError(f"{path}: a MusicGen-Melody checkpoint; MusicGen loads text models only")
-    if model_type != "musicgen" or not all(
+    if model_type not in MODEL_TYPES or not all(
         isinstance(config.get(k), dict) for k in ("decoder", "text_encoder", "audio_encoder")
     ):
         raise WeightsError(
-            f"{path}: not a MusicGen config (model_type {model_type!r}; expected 'musicgen' with "
-            "decoder, text_encoder and audio_encoder sections)"
+            f"{path}: not a MusicGen config (model_type {model_type!r}; expected one of "
+            f"{', '.join(MODEL_TYPES)} with decoder, text_encoder and audio_encoder sections)"
         )
     return config
 
@@ -177,6 +178,7 @@ UPSTREAM_PREFIXES = (
     decoder_weights.DECODER_PREFIX,
     decoder_weights.HEADS_PREFIX,
     decoder_weights.PROJ_PREFIX,
+    decoder_weights.AUDIO_PROJ_PREFIX,
     "text_encoder.",
     "audio_encoder.",
 )
@@ -282,7 +284,7 @@ def convert(
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "model": "musicgen",
+            "model": "musicgen-melody" if decoder_config.is_melody else "musicgen",
             "source": source or str(src),
             "revision": revision,
             "audiogen_version": _version(),

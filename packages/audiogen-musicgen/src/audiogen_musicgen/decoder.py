@@ -1,7 +1,10 @@
 """The MusicGen decoder: a pre-LayerNorm transformer LM over K parallel EnCodec codebooks.
 
 Ported from transformers ``models/musicgen/modeling_musicgen.py`` (``MusicgenForCausalLM`` and the
-``enc_to_dec_proj`` of ``MusicgenForConditionalGeneration``). Attribute names mirror the upstream
+``enc_to_dec_proj`` of ``MusicgenForConditionalGeneration``) and ``models/musicgen_melody`` (the
+same decoder without cross-attention: the conditioning is a *prefix* of the decoder input,
+``[projected chroma | projected text | audio tokens]``, one causal sequence whose prefix logits
+are dropped and whose K/V stay in the self-attention cache). Attribute names mirror the upstream
 keys after stripping ``decoder.model.decoder.``, except where ``weights.sanitize`` fuses upstream
 tensors into one (fewer primitives per decoding step; on a GPU the host cost of each primitive,
 not the arithmetic, bounds the speed of a batch-2 decoder step):
@@ -64,14 +67,14 @@ class KVCache:
         config: DecoderConfig,
         batch: int,
         max_len: int,
-        cross_kv: list[tuple[mx.array, mx.array]],
+        cross_kv: list[tuple[mx.array, mx.array]] | None,
         cross_mask: mx.array | None,
         dtype: mx.Dtype = mx.float32,
     ) -> None:
         shape = (batch, config.num_attention_heads, max_len, config.head_dim)
         self.keys = [mx.zeros(shape, dtype) for _ in range(config.num_hidden_layers)]
         self.values = [mx.zeros(shape, dtype) for _ in range(config.num_hidden_layers)]
-        self.cross_kv = cross_kv
+        self.cross_kv = cross_kv  # None for prefix-conditioned (melody) decoders
         self.cross_mask = cross_mask
         self.max_len = max_len
         self.offset = 0
@@ -152,8 +155,10 @@ class DecoderLayer(nn.Module):
         eps = config.layer_norm_eps
         self.self_attn = SelfAttention(config)
         self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
-        self.encoder_attn = CrossAttention(config)
-        self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.cross_attention = config.cross_attention
+        if config.cross_attention:
+            self.encoder_attn = CrossAttention(config)
+            self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=eps)
         self.fc1 = nn.Linear(d, config.ffn_dim, bias=False)
         self.fc2 = nn.Linear(config.ffn_dim, d, bias=False)
         self.final_layer_norm = nn.LayerNorm(d, eps=eps)
@@ -161,9 +166,12 @@ class DecoderLayer(nn.Module):
 
     def __call__(self, x: mx.array, cache: KVCache, layer: int) -> mx.array:
         x = x + self.self_attn(self.self_attn_layer_norm(x), cache, layer)
-        x = x + self.encoder_attn(
-            self.encoder_attn_layer_norm(x), cache.cross_kv[layer], cache.cross_mask
-        )
+        if self.cross_attention:
+            if cache.cross_kv is None:
+                raise ValueError("this decoder cross-attends: build its cache with text states")
+            x = x + self.encoder_attn(
+                self.encoder_attn_layer_norm(x), cache.cross_kv[layer], cache.cross_mask
+            )
         return x + self.fc2(self.activation(self.fc1(self.final_layer_norm(x))))
 
     def static(
@@ -173,14 +181,15 @@ class DecoderLayer(nn.Module):
         values: mx.array,
         offset: mx.array,
         mask: mx.array,
-        cross_kv: tuple[mx.array, mx.array],
+        cross_kv: tuple[mx.array, mx.array] | None,
         cross_mask: mx.array | None,
     ) -> tuple[mx.array, mx.array, mx.array]:
         h, keys, values = self.self_attn.static(
             self.self_attn_layer_norm(x), keys, values, offset, mask
         )
         x = x + h
-        x = x + self.encoder_attn(self.encoder_attn_layer_norm(x), cross_kv, cross_mask)
+        if cross_kv is not None:
+            x = x + self.encoder_attn(self.encoder_attn_layer_norm(x), cross_kv, cross_mask)
         return x + self.fc2(self.activation(self.fc1(self.final_layer_norm(x)))), keys, values
 
 
@@ -199,6 +208,8 @@ class MusicGenDecoder(nn.Module):
         if config.has_enc_to_dec_proj and config.text_encoder_hidden_size is not None:
             # nn.Linear default in transformers: this one has a bias.
             self.enc_to_dec_proj = nn.Linear(config.text_encoder_hidden_size, d)
+        if config.has_audio_enc_to_dec_proj and config.num_chroma is not None:
+            self.audio_enc_to_dec_proj = nn.Linear(config.num_chroma, d)  # melody: chroma -> D
         # Upstream computes embed_scale from scale_embedding but never applies it: neither do we.
         self._codebook_offsets = mx.arange(k, dtype=mx.int32)[:, None] * (v + 1)
         self._positions: mx.array | None = None
@@ -223,18 +234,53 @@ class MusicGenDecoder(nn.Module):
             states = states * encoder_attention_mask[..., None].astype(states.dtype)
         return states
 
+    def melody_prefix(
+        self, text_states: mx.array | None, text_mask: mx.array | None, chroma: mx.array
+    ) -> mx.array:
+        """The melody decoder's input prefix ``(B, chroma_length + S, D)``, as
+        ``MusicgenMelodyForConditionalGeneration._prepare_encoder_hidden_states_kwargs_for_generation``
+        builds it: the one-hot ``chroma`` (B, frames, num_chroma) through
+        ``audio_enc_to_dec_proj``, tiled (the whole sequence repeated) up to ``chroma_length``
+        frames and cut there; then the text states (B, S, D_text) through ``enc_to_dec_proj``
+        with pads zeroed by the mask (after the projection, so a pad is a zero vector, not the
+        bias). ``text_states`` None: the chroma alone."""
+        config = self.config
+        if not config.is_melody:
+            raise ValueError("melody_prefix needs a melody decoder (num_chroma in its config)")
+        audio = chroma.astype(self.lm_heads.weight.dtype)
+        if config.has_audio_enc_to_dec_proj:
+            audio = self.audio_enc_to_dec_proj(audio)
+        frames = audio.shape[1]
+        if frames < config.chroma_length:
+            audio = mx.tile(audio, (1, math.ceil(config.chroma_length / frames), 1))
+        audio = audio[:, : config.chroma_length]
+        if text_states is None:
+            return audio
+        return mx.concatenate([audio, self.encoder_states(text_states, text_mask)], axis=1)
+
     def make_cache(
         self,
-        encoder_hidden_states: mx.array,
+        encoder_hidden_states: mx.array | None,
         encoder_attention_mask: mx.array | None,
         max_len: int,
+        *,
+        batch: int | None = None,
+        dtype: mx.Dtype | None = None,
     ) -> KVCache:
         """A cache for ``max_len`` decoder positions with the cross-attention K/V precomputed.
 
         ``encoder_hidden_states`` are the text encoder's outputs (B, S, D_text) before
         ``enc_to_dec_proj``; ``encoder_attention_mask`` (B, S) marks real tokens with 1. A row of
         all zeros (CFG's unconditional branch) attends uniformly to zero values, giving zero, as
-        transformers does."""
+        transformers does. Decoders without cross-attention (melody) take None and ``batch``;
+        their ``max_len`` must include the prefix."""
+        if not self.config.cross_attention:
+            if batch is None:
+                raise ValueError("a decoder without cross-attention needs make_cache(batch=...)")
+            dtype = dtype or self.lm_heads.weight.dtype
+            return KVCache(self.config, batch, max_len, None, None, dtype)
+        if encoder_hidden_states is None:
+            raise ValueError("this decoder cross-attends to text: pass encoder_hidden_states")
         states = self.encoder_states(encoder_hidden_states, encoder_attention_mask)
         dtype = states.dtype
         mask = None
@@ -245,22 +291,32 @@ class MusicGenDecoder(nn.Module):
         cross_kv = [layer.encoder_attn.keys_values(states) for layer in self.layers]
         return KVCache(self.config, states.shape[0], max_len, cross_kv, mask, dtype)
 
-    def embed(self, input_ids: mx.array, offset: int) -> mx.array:
-        """Summed codebook embeddings plus positions: ``(B, K, T)`` ids -> ``(B, T, D)``."""
-        t = input_ids.shape[-1]
+    def embed(self, input_ids: mx.array, offset: int, prefix: mx.array | None = None) -> mx.array:
+        """Summed codebook embeddings plus positions: ``(B, K, T)`` ids -> ``(B, T, D)``; with a
+        ``prefix`` (B, P, D) it goes first and the positions cover both: ``(B, P + T, D)``."""
         x = self.embed_tokens(input_ids + self._codebook_offsets).sum(axis=1)
+        if prefix is not None:
+            x = mx.concatenate([prefix.astype(x.dtype), x], axis=1)
+        t = x.shape[1]
         return x + self.positions(offset + t)[offset : offset + t].astype(x.dtype)
 
-    def step(self, input_ids: mx.array, cache: KVCache) -> mx.array:
+    def step(self, input_ids: mx.array, cache: KVCache, prefix: mx.array | None = None) -> mx.array:
         """Run ``(B, K, T)`` ids at the cache's offset; returns logits ``(B, K, T, V)`` and
-        advances the offset by T."""
+        advances the offset by T. A ``prefix`` (B, P, D) of conditioning states (melody) runs
+        first, in the same causal pass; its logits are not computed and the offset advances by
+        P + T."""
         b, k, t = input_ids.shape
-        if cache.offset + t > cache.max_len:
-            raise ValueError(f"KV cache holds {cache.max_len} positions, need {cache.offset + t}")
-        x = self.embed(input_ids, cache.offset)
+        p = 0 if prefix is None else prefix.shape[1]
+        if cache.offset + p + t > cache.max_len:
+            raise ValueError(
+                f"KV cache holds {cache.max_len} positions, need {cache.offset + p + t}"
+            )
+        x = self.embed(input_ids, cache.offset, prefix)
         for i, layer in enumerate(self.layers):
             x = layer(x, cache, i)
-        cache.offset += t
+        cache.offset += p + t
+        if p:
+            x = x[:, p:]
         logits = self.lm_heads(self.layer_norm(x))  # (B, T, K·V)
         return logits.reshape(b, t, k, -1).transpose(0, 2, 1, 3)
 
@@ -270,7 +326,7 @@ class MusicGenDecoder(nn.Module):
         offset: mx.array,
         keys: list[mx.array],
         values: list[mx.array],
-        cross_kv: list[tuple[mx.array, mx.array]],
+        cross_kv: list[tuple[mx.array, mx.array]] | None,
         cross_mask: mx.array | None,
     ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
         """``step`` for one position with fixed shapes, for ``mx.compile``: ``offset`` is an
@@ -286,7 +342,8 @@ class MusicGenDecoder(nn.Module):
         mask = mx.where(visible, mx.array(0.0, x.dtype), mx.array(-mx.inf, x.dtype))
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
-            x, kc, vc = layer.static(x, keys[i], values[i], offset, mask, cross_kv[i], cross_mask)
+            kv = None if cross_kv is None else cross_kv[i]
+            x, kc, vc = layer.static(x, keys[i], values[i], offset, mask, kv, cross_mask)
             new_keys.append(kc)
             new_values.append(vc)
         logits = self.lm_heads(self.layer_norm(x))  # (B, 1, K·V)
@@ -295,9 +352,14 @@ class MusicGenDecoder(nn.Module):
     def __call__(
         self,
         input_ids: mx.array,
-        encoder_hidden_states: mx.array,
+        encoder_hidden_states: mx.array | None = None,
         encoder_attention_mask: mx.array | None = None,
+        *,
+        prefix: mx.array | None = None,
     ) -> mx.array:
-        """Teacher forcing: ``(B, K, T)`` ids -> logits ``(B, K, T, V)`` (causal)."""
-        cache = self.make_cache(encoder_hidden_states, encoder_attention_mask, input_ids.shape[-1])
-        return self.step(input_ids, cache)
+        """Teacher forcing: ``(B, K, T)`` ids -> logits ``(B, K, T, V)`` (causal). Text models
+        take the text states and mask; melody models the ``prefix`` (``melody_prefix``)."""
+        b, _, t = input_ids.shape
+        p = 0 if prefix is None else prefix.shape[1]
+        cache = self.make_cache(encoder_hidden_states, encoder_attention_mask, p + t, batch=b)
+        return self.step(input_ids, cache, prefix)

@@ -5,6 +5,11 @@ The pipeline composes the networks and owns nothing numerical itself. It follows
 unconditional CFG branch is zeroed text states with a zero mask (in ``sampling.generate_codes``),
 and stereo models decode ``codes[:, ::2]`` (left) and ``codes[:, 1::2]`` (right) as two mono
 EnCodec streams.
+
+Melody models (``MusicgenMelodyForConditionalGeneration``) take an optional melody: its chroma
+(``audiogen_musicgen.chroma``) and the text become the decoder's input prefix. The unconditional
+branch is zero text and the "no melody" chroma (every frame on bin 0); without a melody the
+conditional branch uses that same bin-0 chroma, as upstream does.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from audiogen_core.weights import cast_floats, load_into, load_safetensors, quan
 import mlx.core as mx
 import numpy as np
 
+from audiogen_musicgen import chroma as chroma_mod
 from audiogen_musicgen import convert
 from audiogen_musicgen.decoder import MusicGenDecoder
 from audiogen_musicgen.sampling import generate_codes, validate_sampling
@@ -80,6 +86,13 @@ def _check_duration(duration: Any) -> float:
             f"duration must be > 0 and <= {MAX_DURATION_S:g} seconds, got {duration!r}"
         )
     return float(duration)
+
+
+MelodyInput = Any  # a path, a (channels, samples) / (samples,) array, or a list of them
+
+
+def _is_path(x: Any) -> bool:
+    return isinstance(x, str | os.PathLike)
 
 
 def _check_top_p(top_p: Any) -> float | None:
@@ -149,6 +162,11 @@ class MusicGen:
     @property
     def num_codebooks(self) -> int:
         return self.decoder.config.num_codebooks
+
+    @property
+    def is_melody(self) -> bool:
+        """True for the melody variants (conditioning prepended; ``melody=`` accepted)."""
+        return self.decoder.config.is_melody
 
     @classmethod
     def from_pretrained(
@@ -246,6 +264,72 @@ class MusicGen:
         dtype = self.decoder.lm_heads.weight.dtype
         return states.astype(dtype), mx.array(mask)
 
+    def melody_chroma(
+        self, melody: MelodyInput, sample_rate: int | None = None, *, batch: int = 1
+    ) -> list[np.ndarray]:
+        """One-hot chroma ``(frames, num_chroma)`` per prompt from ``melody``: a file path (any
+        format audiogen_core.audio reads), an array ``(channels, samples)`` or ``(samples,)``
+        at ``sample_rate``, or a list with one of those per prompt (``batch`` of them). One
+        melody is used for every prompt."""
+        if not self.is_melody:
+            raise InvalidInputError(
+                f"{self.source}: melody given, but this is not a melody model (use a "
+                "musicgen-melody variant)"
+            )
+        items = list(melody) if isinstance(melody, list | tuple) else [melody]
+        if len(items) not in (1, batch):
+            raise InvalidInputError(
+                f"got {len(items)} melodies for {batch} prompts (give one, or one per prompt)"
+            )
+        out = []
+        for item in items:
+            if _is_path(item):
+                out.append(chroma_mod.chroma_from_file(item))
+            else:
+                if sample_rate is None:
+                    raise InvalidInputError("a melody given as an array needs melody_sample_rate")
+                out.append(chroma_mod.chroma_features(item, sample_rate))
+        return out * batch if len(out) == 1 else out
+
+    def melody_prefixes(
+        self,
+        states: mx.array,
+        mask: mx.array,
+        chroma: Sequence[np.ndarray] | None,
+    ) -> tuple[mx.array, mx.array]:
+        """The conditional and unconditional decoder prefixes ``(B, chroma_length + S, D)``.
+
+        Each prompt's chroma is tiled to ``chroma_length`` on its own (transformers tiles a
+        padded batch; equal for equal-length melodies). No chroma: the bin-0 "no melody" chroma,
+        which is also the unconditional branch's, with zeroed text."""
+        config = self.decoder.config
+        bins = config.num_chroma or 12
+        null = np.zeros((1, 1, bins), np.float32)
+        null[..., 0] = 1.0
+        b = states.shape[0]
+        if chroma is None:
+            cond = self.decoder.melody_prefix(states, mask, mx.array(np.repeat(null, b, 0)))
+        else:
+            if len(chroma) != b:
+                raise InvalidInputError(f"got {len(chroma)} chroma arrays for {b} prompts")
+            rows = []
+            for i, c in enumerate(chroma):
+                c = np.asarray(c, dtype=np.float32)
+                if c.ndim != 2 or c.shape[1] != bins or c.shape[0] < 1:
+                    raise InvalidInputError(
+                        f"chroma {i} must be (frames, {bins}), got shape {c.shape}"
+                    )
+                rows.append(
+                    self.decoder.melody_prefix(
+                        states[i : i + 1], mask[i : i + 1], mx.array(c[None])
+                    )
+                )
+            cond = mx.concatenate(rows)
+        uncond = self.decoder.melody_prefix(
+            mx.zeros_like(states), mx.zeros_like(mask), mx.array(np.repeat(null, b, 0))
+        )
+        return cond, uncond
+
     def generate_codes(
         self,
         prompts: str | Sequence[str],
@@ -258,6 +342,9 @@ class MusicGen:
         seed: int | None = None,
         greedy: bool = False,
         progress: Progress = None,
+        melody: MelodyInput = None,
+        melody_sample_rate: int | None = None,
+        chroma: Sequence[np.ndarray] | None = None,
     ) -> np.ndarray:
         """EnCodec codes ``(batch, codebooks, frames)`` int32 for the prompts, one batched pass.
 
@@ -265,6 +352,10 @@ class MusicGen:
         turns top-p off, ``top_k = None`` top-k; ``greedy`` takes the argmax (no randomness).
         CFG runs when ``guidance_scale > 1``. The same ``seed`` gives the same codes; ``None``
         draws a fresh one. ``progress``: a ``callable(step, total)`` or True for a bar.
+
+        Melody models: ``melody`` (see ``melody_chroma``; ``melody_sample_rate`` for arrays) or
+        precomputed one-hot ``chroma`` (one ``(frames, 12)`` array per prompt, as transformers'
+        ``input_features``); neither means text only.
         """
         p = _check_top_p(top_p)
         validate_sampling(
@@ -273,14 +364,27 @@ class MusicGen:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise InvalidInputError(f"seed must be a non-negative integer or None, got {seed!r}")
         frames = self.num_frames(duration)
+        if (melody is not None or chroma is not None) and not self.is_melody:
+            raise InvalidInputError(
+                f"{self.source}: melody given, but this is not a melody model (use a "
+                "musicgen-melody variant)"
+            )
+        if melody is not None and chroma is not None:
+            raise InvalidInputError("give melody or chroma, not both")
         states, mask = self.encode_text(prompts)
+        if melody is not None:
+            chroma = self.melody_chroma(melody, melody_sample_rate, batch=states.shape[0])
+        prefix = None
+        if self.is_melody:
+            prefix = self.melody_prefixes(states, mask, chroma)
         report, bar = progress_callback(progress, "generating")
         try:
             codes = generate_codes(
                 self.decoder,
-                states,
-                mask,
+                None if prefix is not None else states,
+                None if prefix is not None else mask,
                 frames,
+                prefix=prefix,
                 guidance_scale=guidance_scale,
                 top_k=top_k,
                 top_p=p,
@@ -322,6 +426,9 @@ class MusicGen:
         seed: int | None = None,
         greedy: bool = False,
         progress: Progress = None,
+        melody: MelodyInput = None,
+        melody_sample_rate: int | None = None,
+        chroma: Sequence[np.ndarray] | None = None,
     ) -> np.ndarray:
         """Audio ``(batch, channels, samples)`` float32 at ``sample_rate``, ``duration`` seconds
         (at most 30) per prompt. Arguments as for ``generate_codes``."""
@@ -335,6 +442,9 @@ class MusicGen:
             seed=seed,
             greedy=greedy,
             progress=progress,
+            melody=melody,
+            melody_sample_rate=melody_sample_rate,
+            chroma=chroma,
         )
         samples = round(float(duration) * self.sample_rate)
         return self.decode(codes)[..., :samples]

@@ -154,10 +154,12 @@ def sample_next(
 
 def generate_codes(
     decoder: MusicGenDecoder,
-    encoder_states: mx.array,
+    encoder_states: mx.array | None,
     mask: mx.array | None,
     num_frames: int,
     *,
+    prefix: Sequence[mx.array] | None = None,
+    beta: float | None = None,
     guidance_scale: float | None = 3.0,
     top_k: int | None = 250,
     top_p: float | None = None,
@@ -175,6 +177,13 @@ def generate_codes(
     the logits become ``uncond + scale·(cond − uncond)`` before sampling. ``key`` (an
     ``mx.random.key`` or a seed) drives sampling: the same key gives the same codes.
 
+    Decoders without cross-attention (melody) take ``prefix`` instead of ``encoder_states``: the
+    decoder-input prefix of each guidance branch, ``[cond, uncond]`` (each ``(B, P, D)``, see
+    ``MusicGenDecoder.melody_prefix``; ``uncond`` is unused without CFG), or for double
+    guidance ``[full, partial, null]`` with ``beta``: audiocraft's
+    ``null + scale·(partial + beta·(full − partial) − null)``. The prefixes run through the
+    decoder with the first step, in one causal pass, and then live in the KV cache.
+
     ``static`` runs each step as one compiled, fixed-shape graph (``MusicGenDecoder.static_step``)
     that is replayed without rebuilding it in Python. Off by default: on an H100/H200 the graph
     build is ~1.2 ms of a ~6 ms small-model step and the rest is kernel time (a batch-2 fp16
@@ -188,12 +197,31 @@ def generate_codes(
     )
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
         raise InvalidInputError(f"num_frames must be an integer >= 1, got {num_frames!r}")
-    if encoder_states.ndim != 3:
-        raise InvalidInputError(
-            f"encoder_states must be (batch, tokens, width), got shape {encoder_states.shape}"
-        )
     config = decoder.config
-    bsz, num_codebooks = encoder_states.shape[0], config.num_codebooks
+    cfg = guidance_scale is not None and guidance_scale > 1
+    scale = float(guidance_scale) if guidance_scale is not None else 1.0
+    if config.cross_attention:
+        if encoder_states is None or encoder_states.ndim != 3:
+            shape = None if encoder_states is None else encoder_states.shape
+            raise InvalidInputError(f"encoder_states must be (batch, tokens, width), got {shape}")
+        bsz = encoder_states.shape[0]
+        branches = 2 if cfg else 1
+    else:
+        if encoder_states is not None:
+            raise InvalidInputError("this decoder has no cross-attention: pass prefix, not states")
+        if not prefix or any(p.ndim != 3 or p.shape != prefix[0].shape for p in prefix):
+            raise InvalidInputError(
+                "this decoder is prefix-conditioned: pass prefix=[cond, uncond] of equal "
+                "(batch, length, width) shapes"
+            )
+        bsz = prefix[0].shape[0]
+        branches = (3 if beta is not None else 2) if cfg else 1
+        if len(prefix) < branches:
+            raise InvalidInputError(
+                f"guidance needs {branches} prefixes (cond, uncond{', null' * (branches == 3)}), "
+                f"got {len(prefix)}"
+            )
+    num_codebooks = config.num_codebooks
     delays = config.codebook_delays
     steps = num_frames + max(delays)
     pad = config.pad_token_id
@@ -212,18 +240,26 @@ def generate_codes(
     valid = [mx.array(row) for row in (positions >= d + 1) & (positions <= d + num_frames)]
     mx.eval(step_keys, valid)
 
-    if mask is None:
-        mask = mx.ones(encoder_states.shape[:2], dtype=mx.int32)
-    cfg = guidance_scale is not None and guidance_scale > 1
-    scale = float(guidance_scale) if guidance_scale is not None else 1.0
-    if cfg:
-        encoder_states = mx.concatenate([encoder_states, mx.zeros_like(encoder_states)])
-        mask = mx.concatenate([mask, mx.zeros_like(mask)])
-    cache = decoder.make_cache(encoder_states, mask, steps)
+    first_prefix: mx.array | None = None
+    if encoder_states is not None:
+        if mask is None:
+            mask = mx.ones(encoder_states.shape[:2], dtype=mx.int32)
+        if cfg:
+            encoder_states = mx.concatenate([encoder_states, mx.zeros_like(encoder_states)])
+            mask = mx.concatenate([mask, mx.zeros_like(mask)])
+        cache = decoder.make_cache(encoder_states, mask, steps)
+    elif prefix is not None:
+        first_prefix = mx.concatenate(list(prefix[:branches]))
+        cache = decoder.make_cache(None, None, first_prefix.shape[1] + steps, batch=branches * bsz)
+    double = branches == 3
+    beta_f = float(beta) if beta is not None else 0.0
 
     def pick(logits: mx.array, step_key: mx.array, keep: mx.array) -> mx.array:
-        logits = logits.reshape(-1, num_codebooks, logits.shape[-1])  # (B or 2B, K, V)
-        if cfg:
+        logits = logits.reshape(-1, num_codebooks, logits.shape[-1])  # (branches·B, K, V)
+        if double:
+            full, partial, null = logits[:bsz], logits[bsz : 2 * bsz], logits[2 * bsz :]
+            logits = null + scale * (partial + beta_f * (full - partial) - null)
+        elif cfg:
             cond, uncond = logits[:bsz], logits[bsz:]
             logits = uncond + scale * (cond - uncond)
         nxt = sample_next(
@@ -231,8 +267,21 @@ def generate_codes(
         )
         return mx.where(keep, nxt, pad)[..., None]
 
+    def replicate(tokens: mx.array) -> mx.array:
+        return mx.concatenate([tokens] * branches) if branches > 1 else tokens
+
     tokens = mx.full((bsz, num_codebooks, 1), pad, dtype=mx.int32)
     outputs: list[mx.array] = []
+    first = 0
+    if first_prefix is not None:
+        # The prefix runs with the first step (one causal pass); every later step is one token.
+        pick_first = mx.compile(pick)
+        tokens = pick_first(
+            decoder.step(replicate(tokens), cache, first_prefix), step_keys[0], valid[0]
+        )
+        outputs.append(tokens)
+        mx.async_eval(tokens)
+        first = 1
     if static:
 
         def full_step(
@@ -243,17 +292,18 @@ def generate_codes(
             step_key: mx.array,
             keep: mx.array,
         ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
-            inputs = mx.concatenate([tokens, tokens]) if cfg else tokens
             logits, keys, values = decoder.static_step(
-                inputs, offset, keys, values, cache.cross_kv, cache.cross_mask
+                replicate(tokens), offset, keys, values, cache.cross_kv, cache.cross_mask
             )
             return pick(logits, step_key, keep), keys, values
 
         # Traced once per call (the cross-attention K/V are constants of this generation).
         compiled = mx.compile(full_step)
-        offsets = [mx.array([t], dtype=mx.int32) for t in range(steps)]
+        # Positions after the prefix (the first step already ran with it).
+        base_offset = cache.offset - first
+        offsets = [mx.array([base_offset + t], dtype=mx.int32) for t in range(steps)]
         mx.eval(offsets)
-        for t in range(steps):
+        for t in range(first, steps):
             # Rebinding cache.keys/values drops the old arrays, so the slice updates inside
             # the graph can write into their buffers instead of copying the whole cache.
             tokens, cache.keys, cache.values = compiled(
@@ -267,9 +317,8 @@ def generate_codes(
     else:
         # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
         pick_compiled = mx.compile(pick)
-        for t in range(steps):
-            inputs = mx.concatenate([tokens, tokens]) if cfg else tokens
-            tokens = pick_compiled(decoder.step(inputs, cache), step_keys[t], valid[t])
+        for t in range(first, steps):
+            tokens = pick_compiled(decoder.step(replicate(tokens), cache), step_keys[t], valid[t])
             outputs.append(tokens)
             # Queue this step while the host builds the next one; no host sync in the loop.
             mx.async_eval(tokens)

@@ -2,7 +2,8 @@
 
 Source keys are those of transformers' ``MusicgenForConditionalGeneration`` state dict:
 ``decoder.model.decoder.*`` (embeddings, layers, final norm), ``decoder.lm_heads.{k}.weight`` and
-``enc_to_dec_proj.{weight,bias}``. ``text_encoder.*`` and ``audio_encoder.*`` belong to other
+``enc_to_dec_proj.{weight,bias}`` (melody: also ``audio_enc_to_dec_proj.{weight,bias}``, and no
+``encoder_attn``). ``text_encoder.*`` and ``audio_encoder.*`` belong to other
 modules and are ignored here. Besides the prefix strip, tensors are fused (see ``decoder``):
 
 =======================================================  ============================================
@@ -32,6 +33,7 @@ from audiogen_musicgen.decoder import MusicGenDecoder
 DECODER_PREFIX = "decoder.model.decoder."
 HEADS_PREFIX = "decoder.lm_heads."
 PROJ_PREFIX = "enc_to_dec_proj."
+AUDIO_PROJ_PREFIX = "audio_enc_to_dec_proj."  # melody: chroma -> decoder width
 
 
 def _take(weights: dict[str, mx.array], key: str, source: str) -> mx.array:
@@ -55,7 +57,7 @@ def sanitize(upstream: Mapping[str, mx.array], *, source: str = "weights") -> di
             rest[key[len(DECODER_PREFIX) :]] = value
         elif key.startswith(HEADS_PREFIX):
             rest["lm_heads." + key[len(HEADS_PREFIX) :]] = value
-        elif key.startswith(PROJ_PREFIX):
+        elif key.startswith((PROJ_PREFIX, AUDIO_PROJ_PREFIX)):
             rest[key] = value
     if not rest:
         raise MissingWeightsError(f"{source}: no MusicGen decoder weights ({DECODER_PREFIX}*)")
@@ -76,9 +78,10 @@ def sanitize(upstream: Mapping[str, mx.array], *, source: str = "weights") -> di
         out[p + "self_attn.qkv_proj.weight"] = mx.concatenate(
             [_take(rest, f"{p}self_attn.{x}_proj.weight", source) for x in "qkv"]
         )
-        out[p + "encoder_attn.kv_proj.weight"] = mx.concatenate(
-            [_take(rest, f"{p}encoder_attn.{x}_proj.weight", source) for x in "kv"]
-        )
+        if f"{p}encoder_attn.k_proj.weight" in rest or f"{p}encoder_attn.v_proj.weight" in rest:
+            out[p + "encoder_attn.kv_proj.weight"] = mx.concatenate(
+                [_take(rest, f"{p}encoder_attn.{x}_proj.weight", source) for x in "kv"]
+            )
     # Everything else keeps its (stripped) name; unknown leftovers surface in load_into(strict).
     out.update(rest)
     return out
