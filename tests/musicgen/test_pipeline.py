@@ -321,7 +321,7 @@ def test_missing_and_garbage_dirs(fixtures_dir: Path, cache: Path, tmp_path: Pat
     melody = json.loads((_model_dir(fixtures_dir, "mono") / "config.json").read_text())
     melody["model_type"] = "musicgen_melody"
     (empty / "config.json").write_text(json.dumps(melody))
-    with pytest.raises(MissingWeightsError, match="no model.safetensors"):
+    with pytest.raises(MissingWeightsError, match=r"no model\.safetensors"):
         MusicGen.from_pretrained(empty, cache_dir=cache)  # a melody config, but no weights
 
 
