@@ -1,4 +1,5 @@
-"""Upstream key lists of the six full-size MusicGen text models, for tests/musicgen/test_key_coverage.py.
+"""Upstream key lists of the ten full-size MusicGen text and melody models, for
+tests/musicgen/test_key_coverage.py.
 
 Builds transformers' ``MusicgenForConditionalGeneration`` for each variant's config on the meta
 device (no memory, no download) and writes its ``state_dict()`` key names and shapes, with the
@@ -10,7 +11,10 @@ Configs (transformers ``convert_musicgen_transformers.py`` / audiocraft): decode
 × 1024 (16 heads), medium 48 × 1536 (24 heads), large 48 × 2048 (32 heads), FFN 4 × width,
 vocabulary 2048 with pad/bos 2048; mono 4 codebooks, stereo 8 (audio_channels 2). Every variant
 uses T5-base as its text encoder (the converter loads ``t5-base`` for all three sizes) and the
-mono facebook/encodec_32khz codec (stereo decodes two mono streams).
+mono facebook/encodec_32khz codec (stereo decodes two mono streams). The melody variants
+(transformers ``convert_musicgen_melody_transformers.py``) are ``MusicgenMelodyForConditionalGeneration``:
+melody / stereo-melody 48 × 1536 (24 heads), the -large ones 48 × 2048 (32 heads), the same T5-base
+and codec, ``num_chroma`` 12, ``chroma_length`` 235.
 """
 
 from __future__ import annotations
@@ -33,7 +37,16 @@ VARIANTS = {
         f"stereo-{name}": ("facebook/musicgen-stereo-" + name, size, 2)
         for name, size in SIZES.items()
     },
+    "melody": ("facebook/musicgen-melody", SIZES["medium"], 1),
+    "melody-large": ("facebook/musicgen-melody-large", SIZES["large"], 1),
+    "stereo-melody": ("facebook/musicgen-stereo-melody", SIZES["medium"], 2),
+    "stereo-melody-large": ("facebook/musicgen-stereo-melody-large", SIZES["large"], 2),
 }
+
+
+def is_melody(variant: str) -> bool:
+    return "melody" in variant
+
 
 # t5-base's config.json.
 T5_BASE: dict[str, Any] = {
@@ -62,10 +75,19 @@ ENCODEC_32K: dict[str, Any] = {
 
 
 def make_config(variant: str) -> Any:
-    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        T5Config,
+    )
 
     _, (layers, hidden, heads), channels = VARIANTS[variant]
-    decoder = MusicgenDecoderConfig(
+    melody = is_melody(variant)
+    decoder_cls = MusicgenMelodyDecoderConfig if melody else MusicgenDecoderConfig
+    decoder = decoder_cls(
         vocab_size=2048,
         hidden_size=hidden,
         ffn_dim=4 * hidden,
@@ -78,7 +100,8 @@ def make_config(variant: str) -> Any:
         bos_token_id=2048,
         tie_word_embeddings=False,
     )
-    return MusicgenConfig(
+    composite = MusicgenMelodyConfig if melody else MusicgenConfig
+    return composite(
         text_encoder=T5Config(**T5_BASE),
         audio_encoder=EncodecConfig(**ENCODEC_32K),
         decoder=decoder,
@@ -87,11 +110,19 @@ def make_config(variant: str) -> Any:
 
 def upstream_keys(torch: Any, variant: str) -> dict[str, Any]:
     """``{"repo", "config", "keys": {name: shape}}`` of the variant, built on the meta device."""
-    from transformers import MusicgenForConditionalGeneration
+    from transformers import (
+        MusicgenForConditionalGeneration,
+        MusicgenMelodyForConditionalGeneration,
+    )
 
     config = make_config(variant)
+    cls = (
+        MusicgenMelodyForConditionalGeneration
+        if is_melody(variant)
+        else MusicgenForConditionalGeneration
+    )
     with torch.device("meta"):
-        model = MusicgenForConditionalGeneration(config)
+        model = cls(config)
     keys = {k: list(v.shape) for k, v in model.state_dict().items()}
     composite = config.to_dict()
     composite.pop("transformers_version", None)

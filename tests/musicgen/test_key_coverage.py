@@ -44,11 +44,17 @@ VARIANTS = {
     "stereo-small": (24, 1024, 16, 8, 2),
     "stereo-medium": (48, 1536, 24, 8, 2),
     "stereo-large": (48, 2048, 32, 8, 2),
+    # Melody (MusicgenMelodyForConditionalGeneration): no cross-attention, chroma projection.
+    "melody": (48, 1536, 24, 4, 1),
+    "melody-large": (48, 2048, 32, 4, 1),
+    "stereo-melody": (48, 1536, 24, 8, 2),
+    "stereo-melody-large": (48, 2048, 32, 8, 2),
 }
+MELODY = tuple(v for v in VARIANTS if "melody" in v)
 # Which sanitizer owns which upstream keys (as convert.split_components routes them).
 SANITIZERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, mx.array]], dict[str, Any]]]] = {
     "decoder": (
-        ("decoder.", "enc_to_dec_proj."),
+        ("decoder.", "enc_to_dec_proj.", "audio_enc_to_dec_proj."),
         lambda w: decoder_weights.sanitize(w, source="test"),
     ),
     "t5": (("text_encoder.",), lambda w: t5.sanitize(w, "text_encoder.")),
@@ -116,6 +122,13 @@ def test_fixture_configs_are_the_published_shapes(variant: str) -> None:
     assert dec.has_enc_to_dec_proj and data["keys"]["enc_to_dec_proj.weight"] == [hidden, 768]
     assert data["keys"][f"decoder.lm_heads.{codebooks - 1}.weight"] == [2048, hidden]
     assert f"decoder.lm_heads.{codebooks}.weight" not in data["keys"]
+    if variant in MELODY:
+        assert dec.is_melody and not dec.cross_attention
+        assert (dec.num_chroma, dec.chroma_length) == (12, 235)
+        assert data["keys"]["audio_enc_to_dec_proj.weight"] == [hidden, 12]
+        assert not any("encoder_attn" in k for k in data["keys"])
+    else:
+        assert not dec.is_melody and dec.cross_attention
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
