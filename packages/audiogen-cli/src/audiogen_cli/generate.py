@@ -54,8 +54,9 @@ def _outputs(output: Path, count: int) -> list[Path]:
     "--model",
     default="musicgen-small",
     show_default=True,
-    help="musicgen-small|medium|large|stereo-*, stable-audio-small|stable-audio-1.0, a hub repo "
-    "id or a local directory (Stable Audio when it holds model_config.json / model_index.json).",
+    help="musicgen-small|medium|large|stereo-*|melody*, stable-audio-small|stable-audio-1.0, a "
+    "hub repo id or a local directory (Stable Audio when it holds model_config.json / "
+    "model_index.json).",
 )
 @click.option(
     "-d",
@@ -110,6 +111,14 @@ def _outputs(output: Path, count: int) -> list[Path]:
     help="Stable Audio: noise level for --init-audio (σ for 1.0, t in (0, 1] for small).",
 )
 @click.option(
+    "--melody",
+    "melodies",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="MusicGen melody models: audio file whose melody (chroma) to follow; once for all "
+    "prompts or once per prompt. Up to 30 s are used.",
+)
+@click.option(
     "--quantize",
     type=click.Choice(["4", "8"]),
     help="MusicGen: quantize the decoder's linears (less memory; faster steps on a GPU).",
@@ -134,6 +143,7 @@ def generate(
     seconds_start: float,
     init_audio: Path | None,
     init_strength: float | None,
+    melodies: tuple[Path, ...],
     quantize: str | None,
 ) -> None:
     """Generate audio for each PROMPT (batched in one pass) and write audio files."""
@@ -147,8 +157,9 @@ def generate(
 
     name = STABLE_AUDIO_ALIASES.get(model, model)
     if _is_stable_audio(name):
-        if quantize:
-            raise InvalidInputError(f"--quantize: a MusicGen option; {model} is Stable Audio")
+        if quantize or melodies:
+            flag = "--quantize" if quantize else "--melody"
+            raise InvalidInputError(f"{flag}: a MusicGen option; {model} is Stable Audio")
         from audiogen_stableaudio import StableAudio
 
         sa = StableAudio.from_pretrained(name, offline=offline or None, cache_dir=cache_dir)
@@ -180,6 +191,10 @@ def generate(
     extra = [k for k, v in given.items() if v is not None]
     if extra:
         raise InvalidInputError(f"{', '.join(extra)}: Stable Audio options; {model} is MusicGen")
+    if len(melodies) not in (0, 1, len(prompts)):
+        raise InvalidInputError(
+            f"--melody given {len(melodies)} times for {len(prompts)} prompts (once, or once each)"
+        )
 
     from audiogen_musicgen import MusicGen
 
@@ -189,6 +204,8 @@ def generate(
         cache_dir=cache_dir,
         quantize=int(quantize) if quantize else None,
     )
+    if melodies and not m.is_melody:
+        raise InvalidInputError(f"--melody: {model} is not a melody model (try musicgen-melody)")
     audio = m.generate(
         list(prompts),
         duration,
@@ -198,6 +215,7 @@ def generate(
         temperature=temperature,
         seed=seed,
         progress=not quiet,
+        melody=list(melodies) or None,
     )
     for item, path in zip(audio, _outputs(output, len(prompts)), strict=True):
         click.echo(str(m.save(item, path)))
