@@ -350,10 +350,10 @@ class Encoder(nn.Module):
             if keep is not None:
                 keep.append(x)
             x = layer(x)
-        if self.pre_ln:
-            x = self.layer_norm(x)
         if keep is not None:
             keep.append(x)
+        if self.pre_ln:
+            x = self.layer_norm(x)
         return x
 
 
@@ -397,9 +397,10 @@ class MertModel(nn.Module):
         return self.encoder(x)
 
     def hidden_states(self, audio: mx.array) -> list[mx.array]:
-        """transformers' ``output_hidden_states``: the input of each layer (after the pos conv
-        and, for post-LN, the encoder LayerNorm), then ``last_hidden_state``:
-        ``num_hidden_layers + 1`` arrays."""
+        """transformers 5's ``output_hidden_states``: the input of each layer (after the pos
+        conv and, for post-LN, the encoder LayerNorm), then the last layer's output:
+        ``num_hidden_layers + 1`` arrays. For post-LN (MERT-v1-95M) the last one is
+        ``last_hidden_state``; pre-LN models apply the final LayerNorm after it."""
         keep: list[mx.array] = []
         x = self.feature_projection(self.feature_extractor(self._check(audio)))
         self.encoder(x, keep)
