@@ -90,7 +90,9 @@ def test_null_tokens_and_lengths() -> None:
     assert not bool(mx.any(null.mask))
     # musicgen-style: 32 kHz, 75 Hz MERT, ds 15 → 6400 samples per token
     np.testing.assert_allclose(model.token_lengths([96000, 8000, 0]), [15.0, 1.25, 0.0])
-    assert model.num_tokens(224) == 15 and model.num_tokens(225) == 15 and model.num_tokens(226) == 16
+    assert (
+        model.num_tokens(224) == 15 and model.num_tokens(225) == 15 and model.num_tokens(226) == 16
+    )
 
 
 def test_excerpt_start() -> None:
@@ -120,7 +122,7 @@ def test_bad_inputs(fixtures_dir: Path) -> None:
     config = StyleConfig()
     with pytest.raises(InvalidInputError, match=r"2\.00 s; the style excerpt needs at least 3 s"):
         excerpt_start(64000, config)
-    with pytest.raises(InvalidInputError, match="outside 0..4000"):
+    with pytest.raises(InvalidInputError, match=r"outside 0\.\.4000"):
         excerpt_start(100000, config, start=4001)
     with pytest.raises(InvalidInputError, match="transformer_scale 'huge'"):
         StyleConfig.from_audiocraft({"transformer_scale": "huge"}, 1536)
@@ -141,7 +143,7 @@ def test_bad_weights(fixtures_dir: Path) -> None:
         load_style(config, {"emb.0.weight": mx.zeros((2, 2))}, source=path)
     wrong = dict(weights)
     wrong[prefix + "output_proj.weight"] = mx.zeros((40, 32))
-    with pytest.raises(MissingWeightsError, match="shape mismatch: output_proj.weight"):
+    with pytest.raises(MissingWeightsError, match=r"shape mismatch: output_proj\.weight"):
         load_style(config, wrong, source=path)
 
 
@@ -166,10 +168,10 @@ def test_from_audiocraft_and_sanitize_names() -> None:
     assert list(names) == ["rvq.layers.4.embed"] and names["rvq.layers.4.embed"].dtype == mx.float32
 
 
-def _audiocraft(torch: ModuleType) -> tuple[ModuleType, dict[str, Any]]:
+def _audiocraft(torch: ModuleType, conditioners: bool) -> tuple[ModuleType, dict[str, Any]]:
     builder = _builder()
     try:
-        return builder, builder.import_audiocraft(torch)
+        return builder, builder.import_audiocraft(torch, conditioners=conditioners)
     except ImportError as exc:
         pytest.skip(f"audiocraft not installed (pip install --no-deps audiocraft): {exc}")
 
@@ -186,8 +188,8 @@ def _compare(model: StyleConditioner, ref: tuple[Any, Any, Any], feats: Any, **k
 def test_live_building_blocks_full_size(torch: ModuleType) -> None:
     """Full-size musicgen-style shapes from audiocraft's StreamingTransformer and
     ResidualVectorQuantizer (1.3.0 or main) with the StyleConditioner glue ported in the builder."""
-    builder, ac = _audiocraft(torch)
-    shape = {"dim": 512, "num_heads": 8, "num_layers": 8, "ffn_dim": 2048, "output_dim": 1536,
+    builder, ac = _audiocraft(torch, conditioners=False)
+    shape: dict[str, Any] = {"dim": 512, "num_heads": 8, "num_layers": 8, "ffn_dim": 2048, "output_dim": 1536,
              "n_q": 6, "bins": 1024, "ds_factor": 15}  # fmt: skip
     blocks = builder.make_blocks(torch, ac, shape, seed=3)
     state = {builder.PREFIX + k: v.numpy() for k, v in blocks.state_dict().items()}
@@ -195,7 +197,9 @@ def test_live_building_blocks_full_size(torch: ModuleType) -> None:
     feats = torch.randn(2, 224, 768, generator=torch.Generator().manual_seed(4))
     lengths = torch.tensor([15.0, 4.5])
     for n in (1, 3, 6):
-        ref = builder.reference_tokens(torch, blocks, feats, eval_q=n, ds_factor=15, lengths=lengths)
+        ref = builder.reference_tokens(
+            torch, blocks, feats, eval_q=n, ds_factor=15, lengths=lengths
+        )
         assert ref[0].shape == (2, 15, 1536)
         _compare(model, ref, feats, eval_q=n, lengths=lengths.numpy())
 
@@ -203,20 +207,23 @@ def test_live_building_blocks_full_size(torch: ModuleType) -> None:
 def test_live_real_style_conditioner(torch: ModuleType) -> None:
     """audiocraft main's StyleConditioner, full default size, random weights; its own
     state-dict keys (the checkpoint's ``self_wav.*`` layout) load strictly into ours."""
-    builder, ac = _audiocraft(torch)
+    builder, ac = _audiocraft(torch, conditioners=True)
     if ac["conditioners"] is None:
         pytest.skip("this audiocraft has no modules.conditioners.StyleConditioner (PyPI 1.3.0)")
     feats = torch.randn(2, 224, 768, generator=torch.Generator().manual_seed(5))
     stand_in = builder.MertStandIn(torch, feats, 72000)
+    sc = builder.make_conditioner(torch, ac, stand_in, output_dim=1536)
+    torch.manual_seed(6)
+    builder.randomize(torch, sc)
+    sc.eval()
+    model = load_style(StyleConfig(sample_rate=24000), sc.state_dict(), source="sc", prefix="")
+    # the second reference is 20000 samples: 20000 / (24000 / 75 * 15) = 4.17 valid tokens of 15
+    lengths = model.token_lengths([72000, 20000])
     for n in (1, 3, 6):
-        sc = builder.make_conditioner(torch, ac, stand_in, output_dim=1536, eval_q=n)
-        torch.manual_seed(6)
-        builder.randomize(torch, sc)
-        sc.eval()
-        # the second reference is 20000 samples: 20000 / 4800 = 4.17 valid tokens of 15
+        sc.set_params(
+            eval_q=n, excerpt_length=3.0
+        )  # what MusicGen.set_style_conditioner_params does
         ref = builder.run_conditioner(torch, ac, sc, [72000, 20000])
-        model = load_style(StyleConfig(sample_rate=24000), sc.state_dict(), source="sc", prefix="")
-        lengths = model.token_lengths([72000, 20000])
         _compare(model, ref, feats, eval_q=n, lengths=lengths)
         assert ref[1].tolist()[1] == [1] * 5 + [0] * 10
     assert stand_in.calls == 3

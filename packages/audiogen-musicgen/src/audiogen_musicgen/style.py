@@ -31,11 +31,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from audiogen_core.errors import InvalidInputError, MissingWeightsError
+from audiogen_core.weights import load_into
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from audiogen_core.errors import InvalidInputError, MissingWeightsError
-from audiogen_core.weights import load_into
 
 PREFIX = "condition_provider.conditioners.self_wav."
 
@@ -211,9 +212,7 @@ class Codebook(nn.Module):
     def encode(self, x: mx.array) -> mx.array:
         # Same expression as upstream, -(|x|² - 2 x·Eᵀ + |E|²), so near-ties break the same way.
         e = self.embed
-        dist = -(
-            (x * x).sum(-1, keepdims=True) - 2 * (x @ e.T) + (e * e).sum(-1)[None]
-        )
+        dist = -((x * x).sum(-1, keepdims=True) - 2 * (x @ e.T) + (e * e).sum(-1)[None])
         return mx.argmax(dist, axis=-1)
 
 
