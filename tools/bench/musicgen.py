@@ -1,8 +1,9 @@
 """MusicGen text-to-music speed: ours (MLX) vs transformers (torch) in one run, same machine.
 
 Full-size random-weight models (small 24 × 1024, medium 48 × 1536, large 48 × 2048, stereo-small
-= small with 8 codebooks and 2 audio channels; T5-base text encoder; facebook/encodec_32khz
-codec). The transformers ``MusicgenForConditionalGeneration`` is built with random weights
+= small with 8 codebooks and 2 audio channels; melody 48 × 1536 and melody-large 48 × 2048
+``MusicgenMelodyForConditionalGeneration`` given a 235-frame one-hot chroma (a 30 s melody) as
+``input_features`` / ``chroma=``; T5-base text encoder; facebook/encodec_32khz codec). The transformers ``MusicgenForConditionalGeneration`` is built with random weights
 (seeded; transformers' own init is skipped and the tensors filled directly, which is several times
 faster), and OUR pipeline gets the same tensors in memory, through the same sanitizers the
 converter uses (``convert.split_components``), assembled into a ``MusicGen`` object.
@@ -16,7 +17,8 @@ it, light hooks record when the text encoder is done, when the first decoder ste
 and when the last step is done, which give:
 
 - ``first``: seconds from the text states to the first step's tokens (cross-attention K/V, the
-  first decoder step at batch 2, CFG and sampling);
+  first decoder step at batch 2, CFG and sampling; for the melody variants the first step also
+  runs the whole prefix: 235 chroma frames + the text tokens, through every layer);
 - ``steps/s``: decoder steps per second over the remaining ``frames + 2`` steps;
 - ``e2e``: the whole generation (T5 + decode loop + EnCodec decode), and ``t5``, ``codec``.
 
@@ -116,7 +118,28 @@ VARIANTS: dict[str, tuple[int, int, int, int, int, int]] = {
     "stereo-small": (24, 1024, 16, 4096, 8, 2),
     "stereo-medium": (48, 1536, 24, 6144, 8, 2),
     "stereo-large": (48, 2048, 32, 8192, 8, 2),
+    # Melody: no cross-attention; [chroma (235) | text | audio] in one causal sequence.
+    "melody": (48, 1536, 24, 6144, 4, 1),
+    "melody-large": (48, 2048, 32, 8192, 4, 1),
+    "stereo-melody": (48, 1536, 24, 6144, 8, 2),
 }
+CHROMA_FRAMES = 235  # a 30 s melody: the whole chroma prefix is real melody
+
+
+def is_melody(variant: str) -> bool:
+    return "melody" in variant
+
+
+def melody_chroma() -> np.ndarray:
+    """A one-hot chroma (1, 235, 12): notes held 4 frames, like a hummed tune (the decoder's
+    speed does not depend on which bins are hot)."""
+    rng = np.random.default_rng(SEED)
+    notes = np.repeat(rng.integers(0, 12, CHROMA_FRAMES // 4 + 1), 4)[:CHROMA_FRAMES]
+    out = np.zeros((1, CHROMA_FRAMES, 12), np.float32)
+    out[0, np.arange(CHROMA_FRAMES), notes] = 1.0
+    return out
+
+
 PROMPT = (
     "an upbeat lofi hip hop track with warm rhodes piano, dusty drums, deep bass, vinyl crackle "
     "and soft falling rain"
@@ -134,10 +157,18 @@ def log(msg: str) -> None:
 
 def make_config(variant: str) -> Any:
     from musicgen_keys import ENCODEC_32K, T5_BASE
-    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        T5Config,
+    )
 
     layers, hidden, heads, ffn, codebooks, channels = VARIANTS[variant]
-    decoder = MusicgenDecoderConfig(
+    melody = is_melody(variant)
+    decoder = (MusicgenMelodyDecoderConfig if melody else MusicgenDecoderConfig)(
         vocab_size=2048,
         hidden_size=hidden,
         ffn_dim=ffn,
@@ -150,7 +181,7 @@ def make_config(variant: str) -> Any:
         bos_token_id=2048,
         tie_word_embeddings=False,
     )
-    return MusicgenConfig(
+    return (MusicgenMelodyConfig if melody else MusicgenConfig)(
         text_encoder=T5Config(**T5_BASE),
         audio_encoder=EncodecConfig(**ENCODEC_32K),
         decoder=decoder,
@@ -171,12 +202,21 @@ def _skip_init() -> Iterator[None]:
 
 
 def build_torch(torch: Any, variant: str, seed: int) -> Any:
-    """A random-weight ``MusicgenForConditionalGeneration`` in fp32 on CPU, in eval mode."""
-    from transformers import MusicgenForConditionalGeneration
+    """A random-weight ``MusicgenForConditionalGeneration`` (``MusicgenMelody…`` for the melody
+    variants) in fp32 on CPU, in eval mode."""
+    from transformers import (
+        MusicgenForConditionalGeneration,
+        MusicgenMelodyForConditionalGeneration,
+    )
 
     torch.manual_seed(seed)
+    cls = (
+        MusicgenMelodyForConditionalGeneration
+        if is_melody(variant)
+        else MusicgenForConditionalGeneration
+    )
     with _skip_init():
-        model = MusicgenForConditionalGeneration(make_config(variant))
+        model = cls(make_config(variant))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1:
@@ -306,6 +346,7 @@ def run_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
             top_k=TOP_K,
             seed=seed,
             progress=progress,
+            chroma=list(melody_chroma()) if model.is_melody else None,
         )
         end = time.perf_counter()
     finally:
@@ -352,6 +393,9 @@ def run_torch(torch: Any, model: Any, ids: Any, frames: int, seed: int) -> dict[
 
     hook = model.text_encoder.register_forward_hook(text_done)
     cpc = model.config.decoder.num_codebooks // model.config.decoder.audio_channels
+    extra = {}
+    if model.config.model_type == "musicgen_melody":
+        extra["input_features"] = torch.from_numpy(melody_chroma()).to(ids.device, model.dtype)
     try:
         torch.manual_seed(seed)
         sync()
@@ -365,6 +409,7 @@ def run_torch(torch: Any, model: Any, ids: Any, frames: int, seed: int) -> dict[
                 guidance_scale=GUIDANCE,
                 max_new_tokens=frames + cpc - 1,  # transformers makes max_new_tokens + 1 - cpc
                 stopping_criteria=StoppingCriteriaList([Timer()]),
+                **extra,
             )
         sync()
         end = time.perf_counter()
@@ -575,7 +620,7 @@ def bench_variant(
         free_memory(torch)
         do_runs(["ours"])
 
-    if args.profile and ours is not None:
+    if args.profile and ours is not None and not ours.is_melody:
         result["ours_profile"] = profile_ours(ours, args.frames, SEED)
     lengths = {int(r["samples"]) for side_runs in runs.values() for r in side_runs}
     if len(lengths) > 1:
