@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -173,6 +174,8 @@ def _audiocraft(torch: ModuleType, conditioners: bool) -> tuple[ModuleType, dict
     try:
         return builder, builder.import_audiocraft(torch, conditioners=conditioners)
     except ImportError as exc:
+        if os.environ.get("AUDIOGEN_REQUIRE_TORCH", "") not in ("", "0"):  # CI: never skip
+            pytest.fail(f"AUDIOGEN_REQUIRE_TORCH is set but audiocraft is not importable: {exc}")
         pytest.skip(f"audiocraft not installed (pip install --no-deps audiocraft): {exc}")
 
 
