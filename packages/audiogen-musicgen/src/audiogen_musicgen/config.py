@@ -108,6 +108,62 @@ class DecoderConfig:
         return cls(**{k: v for k, v in d.items() if k in names})  # upstream configs carry extras
 
     @classmethod
+    def from_audiocraft(cls, cfg: Mapping[str, Any], text_width: int | None) -> DecoderConfig:
+        """From an audiocraft checkpoint's ``xp.cfg`` (its ``transformer_lm`` section and
+        ``channels``; facebook/musicgen-style). Only prepend-conditioned LMs (no
+        cross-attention) with MusicGen's layer layout are accepted; anything else is refused
+        by name rather than loaded wrong."""
+        lm = cfg.get("transformer_lm")
+        if not isinstance(lm, Mapping):
+            raise InvalidInputError("audiocraft config has no 'transformer_lm' section")
+        expected = {
+            "norm_first": True,
+            "norm": "layer_norm",
+            "positional_embedding": "sin",
+            "positional_scale": 1.0,
+            "max_period": 10000,
+            "bias_attn": False,
+            "bias_ff": False,
+            "layer_scale": None,
+            "cross_attention": False,
+            "qk_layer_norm": False,
+            "kv_repeat": 1,
+            "activation": "gelu",
+        }
+        for key, value in expected.items():
+            if key in lm and lm[key] != value:
+                raise InvalidInputError(
+                    f"audiocraft transformer_lm.{key} = {lm[key]!r} is not supported "
+                    f"(MusicGen uses {value!r})"
+                )
+        dim = int(lm.get("dim", 1536))
+        card = int(lm.get("card", 2048))
+        channels = int(cfg.get("channels", 1))
+        n_q = int(lm.get("n_q", 4))
+        if channels != 1:
+            raise InvalidInputError(f"audiocraft LM with {channels} channels is not supported")
+        pattern = cfg.get("codebooks_pattern") or {}
+        delays = (pattern.get("delay") or {}).get("delays", list(range(n_q)))
+        if pattern.get("modeling", "delay") != "delay" or list(delays) != list(range(n_q)):
+            raise InvalidInputError(
+                f"audiocraft codebooks_pattern {pattern.get('modeling')!r} with delays "
+                f"{delays!r} is not supported (MusicGen: delay, {list(range(n_q))})"
+            )
+        return cls(
+            vocab_size=card,
+            num_hidden_layers=int(lm.get("num_layers", 48)),
+            ffn_dim=int(float(lm.get("hidden_scale", 4)) * dim),
+            num_attention_heads=int(lm.get("num_heads", 24)),
+            hidden_size=dim,
+            num_codebooks=n_q,
+            audio_channels=channels,
+            pad_token_id=card,
+            bos_token_id=card,
+            text_encoder_hidden_size=text_width,
+            cross_attention=False,
+        )
+
+    @classmethod
     def from_composite(cls, d: Mapping[str, Any]) -> DecoderConfig:
         """From a full ``MusicgenConfig`` dict (``config.json`` of a hub MusicGen repo): the
         ``decoder`` section plus the text encoder's width."""

@@ -87,6 +87,56 @@ def sanitize(upstream: Mapping[str, mx.array], *, source: str = "weights") -> di
     return out
 
 
+# audiocraft LMModel (``state_dict.bin``'s ``best_state``; facebook/musicgen-style) -> ours. The
+# names are those transformers' convert_musicgen_melody_transformers.py renames; the packed
+# ``in_proj_weight`` is already q;k;v stacked like our ``qkv_proj``.
+AUDIOCRAFT_TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
+_AUDIOCRAFT_LAYER = {
+    "self_attn.in_proj_weight": "self_attn.qkv_proj.weight",
+    "self_attn.out_proj.weight": "self_attn.out_proj.weight",
+    "linear1.weight": "fc1.weight",
+    "linear2.weight": "fc2.weight",
+    "norm1.weight": "self_attn_layer_norm.weight",
+    "norm1.bias": "self_attn_layer_norm.bias",
+    "norm2.weight": "final_layer_norm.weight",
+    "norm2.bias": "final_layer_norm.bias",
+}
+
+
+def sanitize_audiocraft(
+    best_state: Mapping[str, mx.array], *, source: str = "weights"
+) -> dict[str, mx.array]:
+    """An audiocraft ``LMModel`` state dict (prepend-conditioned, no cross-attention, as in
+    facebook/musicgen-style) -> our decoder parameters. The text conditioner's ``output_proj``
+    becomes ``enc_to_dec_proj``; the other conditioners' keys (``condition_provider.*``, e.g.
+    the style conditioner) are left to their own sanitizers. Keys this mapping does not know
+    (cross-attention, layer scale, biases) are kept under their own names, so a strict load
+    names them."""
+    rest: dict[str, mx.array] = {}
+    out: dict[str, mx.array] = {}
+    for key, value in best_state.items():
+        if key.startswith(AUDIOCRAFT_TEXT_PROJ):
+            out["enc_to_dec_proj." + key[len(AUDIOCRAFT_TEXT_PROJ) :]] = value
+        elif not key.startswith("condition_provider."):
+            rest[key] = value
+    codebooks = _numbered(set(rest), r"emb\.(\d+)\.weight")
+    if not codebooks:
+        raise MissingWeightsError(f"{source}: no audiocraft LM weights (emb.0.weight)")
+    out["embed_tokens.weight"] = mx.concatenate(
+        [_take(rest, f"emb.{k}.weight", source) for k in range(len(codebooks))]
+    )
+    out["lm_heads.weight"] = mx.concatenate(
+        [_take(rest, f"linears.{k}.weight", source) for k in range(len(codebooks))]
+    )
+    for n in _numbered(set(rest), r"transformer\.layers\.(\d+)\..*"):
+        for theirs, ours in _AUDIOCRAFT_LAYER.items():
+            out[f"layers.{n}.{ours}"] = _take(rest, f"transformer.layers.{n}.{theirs}", source)
+    for x in ("weight", "bias"):
+        out[f"layer_norm.{x}"] = _take(rest, f"out_norm.{x}", source)
+    out.update(rest)
+    return out
+
+
 def load_decoder(
     config: DecoderConfig, upstream: Mapping[str, mx.array], *, source: str = "weights"
 ) -> MusicGenDecoder:
