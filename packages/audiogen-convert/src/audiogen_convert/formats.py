@@ -230,6 +230,36 @@ def read_bin(path: str | os.PathLike[str]) -> dict[str, mx.array]:
     return out
 
 
+def read_audiocraft(path: str | os.PathLike[str]) -> tuple[dict[str, mx.array], dict[str, Any]]:
+    """An audiocraft export (``state_dict.bin``: ``{"best_state": tensors, "xp.cfg": yaml text,
+    ...}``) as MLX arrays plus the parsed training config (``{}`` when the file has none). The
+    YAML is read with ``yaml.safe_load``: plain data only, never objects."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"{p}: weights file not found")
+    torch = import_torch(p)
+    obj = _torch_load(torch, p)
+    table = _state_dict(torch, obj, p)
+    cfg: dict[str, Any] = {}
+    raw = obj.get("xp.cfg") if isinstance(obj, dict) else None
+    if isinstance(raw, str):
+        try:
+            loaded = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise CorruptWeightsError(f"{p}: unreadable xp.cfg ({e})") from e
+        if not isinstance(loaded, dict):
+            raise CorruptWeightsError(f"{p}: xp.cfg is not a mapping")
+        cfg = loaded
+    out: dict[str, mx.array] = {}
+    for key, value in table.items():
+        if not isinstance(value, torch.Tensor):
+            raise CorruptWeightsError(f"{p}: {key!r} is not a tensor")
+        out[str(key)] = _to_mx(torch, value.detach())
+    return out, cfg
+
+
 def read_weights(path: str | os.PathLike[str]) -> dict[str, mx.array]:
     """One weights file of any supported format, by its suffix."""
     p = Path(path)
@@ -251,6 +281,7 @@ __all__ = [
     "detect",
     "import_torch",
     "index_shards",
+    "read_audiocraft",
     "read_bin",
     "read_weights",
 ]

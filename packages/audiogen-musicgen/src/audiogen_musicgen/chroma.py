@@ -278,6 +278,21 @@ def _check_audio(audio: Any, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def resample(audio: np.ndarray, sr_in: int, sr_out: int, *, what: str = "audio") -> np.ndarray:
+    """float32 (C, N) from ``sr_in`` to ``sr_out`` with torchaudio's windowed-sinc resampler
+    (``sinc_resample``); rates with no small ratio (a kernel of more than 16 M taps) fall back to
+    soxr VHQ with a warning, as ``prepare_melody`` does."""
+    if _sinc_kernel_size(sr_in, sr_out) <= _MAX_KERNEL_ELEMENTS:
+        return sinc_resample(audio, sr_in, sr_out)
+    warnings.warn(
+        f"{what}: {sr_in} Hz has no small ratio to {sr_out} Hz; resampling with soxr instead of "
+        "the reference's sinc resampler",
+        stacklevel=3,
+    )
+    out: np.ndarray = soxr_resample(audio, sr_in, sr_out, quality="VHQ")
+    return out
+
+
 def prepare_melody(audio: Any, sample_rate: Any, *, what: str = "melody") -> np.ndarray:
     """(samples,) or (channels, samples) at any rate -> float32 mono 32 kHz, at most 30 s.
 

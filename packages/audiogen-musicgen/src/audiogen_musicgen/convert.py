@@ -92,7 +92,10 @@ def read_manifest(root: Path) -> dict[str, Any]:
             f"{path}: format_version {version!r} is newer than this audiogen understands "
             f"({FORMAT_VERSION}); upgrade audiogen or convert the model again"
         )
-    for part in ("decoder", "t5", "encodec"):
+    parts = ["decoder", "t5", "encodec"]
+    if manifest.get("model") == "musicgen-style":
+        parts += ["mert", "style"]
+    for part in parts:
         for name in ("config.json", "model.safetensors"):
             if not (root / part / name).is_file():
                 raise MissingWeightsError(f"{root}: incomplete conversion, {part}/{name} missing")

@@ -10,6 +10,12 @@ Melody models (``MusicgenMelodyForConditionalGeneration``) take an optional melo
 (``audiogen_musicgen.chroma``) and the text become the decoder's input prefix. The unconditional
 branch is zero text and the "no melody" chroma (every frame on bin 0); without a melody the
 conditional branch uses that same bin-0 chroma, as upstream does.
+
+The style model (facebook/musicgen-style, audiocraft) prepends ``[style | text]``: a 3 s excerpt
+of a reference → MERT → the style conditioner's tokens, then the projected text. With
+``style_beta`` it runs audiocraft's double guidance over three branches, full / style only (text
+zeroed) / null (both zeroed); without, plain CFG over full / null (``convert_style`` documents
+where each part comes from).
 """
 
 from __future__ import annotations
@@ -35,9 +41,11 @@ import mlx.core as mx
 import numpy as np
 
 from audiogen_musicgen import chroma as chroma_mod
-from audiogen_musicgen import convert
+from audiogen_musicgen import convert, convert_style
 from audiogen_musicgen.decoder import MusicGenDecoder
+from audiogen_musicgen.mert import MertConfig, MertModel
 from audiogen_musicgen.sampling import generate_codes, validate_sampling
+from audiogen_musicgen.style import StyleConditioner, StyleConfig, excerpt_start
 
 MAX_DURATION_S = 30.0  # upstream's cap (1503 decoder positions at 50 frames/s)
 MAX_TEXT_TOKENS = 512  # T5's training length; longer prompts are truncated
@@ -55,7 +63,7 @@ HUB_PATTERNS = (
     *convert.TOKENIZER_FILES,
 )
 
-BIN_PATTERNS = ("pytorch_model.bin", "pytorch_model-*.bin")
+BIN_PATTERNS = ("pytorch_model.bin", "pytorch_model-*.bin", convert_style.STYLE_FILE)
 
 
 def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
@@ -89,6 +97,7 @@ def _check_duration(duration: Any) -> float:
 
 
 MelodyInput = Any  # a path, a (channels, samples) / (samples,) array, or a list of them
+MERT_SAMPLE_RATE = 24_000  # MERT-v1-95M's input rate
 
 
 def _is_path(x: Any) -> bool:
@@ -117,6 +126,8 @@ class MusicGen:
         audio_encoder: EncodecModel,
         *,
         source: str = "",
+        mert: MertModel | None = None,
+        style: StyleConditioner | None = None,
     ) -> None:
         config = decoder.config
         codec = audio_encoder.config
@@ -146,6 +157,12 @@ class MusicGen:
         self.tokenizer = tokenizer
         self.audio_encoder = audio_encoder
         self.source = source
+        if (mert is None) != (style is None):
+            raise WeightsError(f"{source}: a style model needs both MERT and the style conditioner")
+        if config.cross_attention and style is not None:
+            raise WeightsError(f"{source}: a style model's decoder has no cross-attention")
+        self.mert = mert
+        self.style = style
 
     @property
     def sample_rate(self) -> int:
@@ -164,6 +181,11 @@ class MusicGen:
         return self.decoder.config.num_codebooks
 
     @property
+    def is_style(self) -> bool:
+        """True for MusicGen-style (``style=`` accepted; text optional)."""
+        return self.style is not None
+
+    @property
     def is_melody(self) -> bool:
         """True for the melody variants (conditioning prepended; ``melody=`` accepted)."""
         return self.decoder.config.is_melody
@@ -180,6 +202,7 @@ class MusicGen:
         trust_remote_code: bool = False,
         quantize: int | None = None,
         group_size: int = 64,
+        companions: dict[str, str | os.PathLike[str]] | None = None,
     ) -> MusicGen:
         """Load a hub repo id, an upstream-layout directory or an audiogen-converted directory.
 
@@ -192,6 +215,10 @@ class MusicGen:
         Hugging Face cache (``HF_HOME``) as usual; ``offline`` (default: ``HF_HUB_OFFLINE``)
         uses that cache only. ``dtype`` defaults to the backend's (float32 on CPU, float16 on
         a GPU).
+
+        MusicGen-style (an audiocraft ``state_dict.bin`` without ``config.json``) also needs
+        the parts audiocraft loads by name: ``companions`` maps ``t5`` / ``mert`` / ``encodec``
+        to a hub id or a local directory (defaults ``convert_style.COMPANIONS``).
         """
         compute = backend.resolve_dtype(dtype)
         root = hub.resolve(
@@ -215,6 +242,20 @@ class MusicGen:
                 offline=offline,
                 trust_remote_code=trust_remote_code,
             )
+        if not convert.is_converted(root) and convert_style.is_style_checkpoint(root):
+            if convert.bin_reader() is None:
+                raise WeightsError(f"{root}: an audiocraft checkpoint. {convert.BIN_HINT}")
+            dirs = {
+                name: hub.resolve(
+                    (companions or {}).get(name, default),
+                    allow_patterns=convert_style.COMPANION_PATTERNS[name],
+                    revision=None,
+                    offline=offline,
+                    trust_remote_code=trust_remote_code,
+                )
+                for name, default in convert_style.COMPANIONS.items()
+            }
+            root = convert_style.converted_dir(root, dirs, source=source, cache_dir=cache_dir)
         if not convert.is_converted(root):
             if not (root / "config.json").is_file():
                 raise WeightsError(
@@ -231,7 +272,7 @@ class MusicGen:
 
     @classmethod
     def _load_converted(cls, root: Path, dtype: mx.Dtype) -> MusicGen:
-        convert.read_manifest(root)
+        manifest = convert.read_manifest(root)
         configs = {
             p: convert.read_json(root / p / "config.json") for p in ("decoder", "t5", "encodec")
         }
@@ -243,12 +284,25 @@ class MusicGen:
         # a plain T5 checkpoint (parameter names are the upstream ones).
         text_encoder = T5Encoder.from_pretrained(root / "t5", dtype=dtype)
         tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer")
+        mert = style = None
+        if manifest.get("model") == "musicgen-style":
+            # The style path runs in float32 whatever the decoder's dtype (as audiocraft).
+            mert_config = MertConfig.from_dict(convert.read_json(root / "mert" / "config.json"))
+            mert = MertModel(mert_config)
+            style = StyleConditioner(
+                StyleConfig.from_dict(convert.read_json(root / "style" / "config.json"))
+            )
+            for part, model in (("mert", mert), ("style", style)):
+                path = root / part / "model.safetensors"
+                load_into(model, cast_floats(load_safetensors(path), mx.float32), source=path)
         return cls(
             cast(MusicGenDecoder, models["decoder"]),
             text_encoder,
             tokenizer,
             cast(EncodecModel, models["encodec"]),
             source=str(root),
+            mert=mert,
+            style=style,
         )
 
     def num_frames(self, duration: float) -> int:
@@ -330,9 +384,111 @@ class MusicGen:
         )
         return cond, uncond
 
+    def style_tokens(
+        self,
+        style: MelodyInput,
+        sample_rate: int | None = None,
+        *,
+        batch: int = 1,
+        eval_q: int | None = None,
+        excerpt_start_s: float | None = None,
+        seed: int | None = None,
+    ) -> mx.array:
+        """Style tokens ``(B, T', D)`` (already masked) from ``style``: a path, an array
+        ``(channels, samples)`` / ``(samples,)`` at ``sample_rate``, or one per prompt.
+
+        As audiocraft's ``StyleConditioner``: mono at the model's rate (32 kHz), a 3 s excerpt
+        (at ``excerpt_start_s`` seconds, else a start drawn from ``seed``: upstream draws it at
+        random even at inference, we make it reproducible), resampled to MERT's 24 kHz, MERT's
+        last hidden state, then the conditioner with ``eval_q`` codebooks. Resampling uses
+        torchaudio's windowed sinc (``chroma.resample``); audiocraft uses julius' with the same
+        zero crossings (24) and roll-off (0.945), so inputs agree to resampler rounding."""
+        if self.style is None or self.mert is None:
+            raise InvalidInputError(
+                f"{self.source}: style given, but this is not a style model (use musicgen-style)"
+            )
+        config = self.style.config
+        items = list(style) if isinstance(style, list | tuple) else [style]
+        if len(items) not in (1, batch):
+            raise InvalidInputError(
+                f"got {len(items)} style references for {batch} prompts (give one, or one each)"
+            )
+        features, lengths = [], []
+        for i, item in enumerate(items):
+            what = f"style reference {i}"
+            if _is_path(item):
+                audio, rate = audio_io.read(item)
+                what = str(item)
+            else:
+                if sample_rate is None:
+                    raise InvalidInputError("a style reference given as an array needs its rate")
+                audio = np.asarray(item, dtype=np.float32)
+                audio = audio[None] if audio.ndim == 1 else audio
+                if audio.ndim != 2 or audio.shape[1] == 0 or not np.isfinite(audio).all():
+                    raise InvalidInputError(
+                        f"{what} must be finite (samples,) or (channels, samples) audio, "
+                        f"got shape {audio.shape}"
+                    )
+                rate = int(sample_rate)
+            mono = audio.mean(axis=0, keepdims=True, dtype=np.float32)
+            wav = chroma_mod.resample(mono, rate, config.sample_rate, what=what)[0]
+            start = None
+            if excerpt_start_s is not None:
+                start = round(float(excerpt_start_s) * config.sample_rate)
+            begin = excerpt_start(wav.shape[0], config, start=start, seed=seed)
+            excerpt = wav[None, begin : begin + config.excerpt_samples]
+            excerpt = chroma_mod.resample(excerpt, config.sample_rate, MERT_SAMPLE_RATE, what=what)
+            features.append(self.mert(mx.array(excerpt)))
+            lengths.append(wav.shape[0])
+        feats = mx.concatenate(features)
+        out = self.style(
+            feats, eval_q=eval_q, lengths=self.style.token_lengths(np.asarray(lengths))
+        )
+        tokens = out.tokens
+        if tokens.shape[0] == 1 and batch > 1:
+            tokens = mx.repeat(tokens, batch, axis=0)
+        return tokens
+
+    def style_prefixes(
+        self,
+        states: mx.array,
+        mask: mx.array,
+        style_tokens: mx.array | None,
+        beta: float | None,
+    ) -> list[mx.array]:
+        """The decoder prefixes of audiocraft's guidance branches: ``[full, style only, null]``
+        with ``beta``, else ``[full, null]``; each ``[style | text]``. Text zeroed by the mask
+        (after the projection, so pads are zero vectors); without a reference the style part is
+        one zero token in every branch, with one the null branch has as many zero tokens as the
+        reference has (audiocraft pads the null wav to the batch's length, then masks it)."""
+        text = self.decoder.encoder_states(states, mask)
+        b, d = text.shape[0], text.shape[-1]
+        zeros_text = mx.zeros_like(text)
+        if style_tokens is None:
+            style_part = null_style = mx.zeros((b, 1, d), text.dtype)
+        else:
+            style_part = style_tokens.astype(text.dtype)
+            null_style = mx.zeros_like(style_part)
+        full = mx.concatenate([style_part, text], axis=1)
+        null = mx.concatenate([null_style, zeros_text], axis=1)
+        if beta is None:
+            return [full, null]
+        return [full, mx.concatenate([style_part, zeros_text], axis=1), null]
+
+    def _style_text(
+        self, prompts: str | Sequence[str] | None, batch: int
+    ) -> tuple[mx.array, mx.array]:
+        """T5 states and mask; no prompt (style only) is audiocraft's dropped description: the
+        empty string (one ``</s>``) with a zero mask."""
+        if prompts is not None:
+            return self.encode_text(prompts)
+        ids, mask = self.tokenizer([""] * batch, max_length=MAX_TEXT_TOKENS)
+        states = self.text_encoder(ids, mask).astype(self.decoder.lm_heads.weight.dtype)
+        return states, mx.zeros(np.asarray(mask).shape, dtype=mx.int32)
+
     def generate_codes(
         self,
-        prompts: str | Sequence[str],
+        prompts: str | Sequence[str] | None,
         duration: float,
         *,
         guidance_scale: float = 3.0,
@@ -345,6 +501,11 @@ class MusicGen:
         melody: MelodyInput = None,
         melody_sample_rate: int | None = None,
         chroma: Sequence[np.ndarray] | None = None,
+        style: MelodyInput = None,
+        style_sample_rate: int | None = None,
+        style_beta: float | None = None,
+        style_excerpt_start: float | None = None,
+        eval_q: int | None = None,
     ) -> np.ndarray:
         """EnCodec codes ``(batch, codebooks, frames)`` int32 for the prompts, one batched pass.
 
@@ -356,6 +517,12 @@ class MusicGen:
         Melody models: ``melody`` (see ``melody_chroma``; ``melody_sample_rate`` for arrays) or
         precomputed one-hot ``chroma`` (one ``(frames, 12)`` array per prompt, as transformers'
         ``input_features``); neither means text only.
+
+        Style model: ``style`` (a reference like ``melody``; ``style_sample_rate`` for arrays),
+        ``style_beta`` (None: plain CFG, audiocraft's default; a number: double guidance, e.g.
+        5 with text and style), ``style_excerpt_start`` (seconds; default drawn from ``seed``),
+        ``eval_q`` (RVQ codebooks, 1-6; default the checkpoint's, 3). ``prompts`` may be None
+        for style only.
         """
         p = _check_top_p(top_p)
         validate_sampling(
@@ -364,6 +531,50 @@ class MusicGen:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise InvalidInputError(f"seed must be a non-negative integer or None, got {seed!r}")
         frames = self.num_frames(duration)
+        if seed is None and not greedy:
+            seed = secrets.randbits(63)
+        styled = style is not None or style_beta is not None or eval_q is not None
+        if (styled or style_excerpt_start is not None) and not self.is_style:
+            raise InvalidInputError(
+                f"{self.source}: style options given, but this is not a style model "
+                "(use musicgen-style)"
+            )
+        if style_beta is not None and not (
+            isinstance(style_beta, int | float)
+            and not isinstance(style_beta, bool)
+            and math.isfinite(style_beta)
+        ):
+            raise InvalidInputError(f"style_beta must be a finite number, got {style_beta!r}")
+        if prompts is None and not (self.is_style and style is not None):
+            raise InvalidInputError("prompts are required (only a style model can go without)")
+        if self.is_style:
+            batch = len(style) if prompts is None and isinstance(style, list | tuple) else None
+            states, mask = self._style_text(prompts, batch or 1)
+            tokens = None
+            if style is not None:
+                tokens = self.style_tokens(
+                    style,
+                    style_sample_rate,
+                    batch=states.shape[0],
+                    eval_q=eval_q,
+                    excerpt_start_s=style_excerpt_start,
+                    seed=seed,
+                )
+            return self._sample(
+                None,
+                self.style_prefixes(states, mask, tokens, style_beta),
+                frames,
+                guidance_scale=guidance_scale,
+                top_k=top_k,
+                top_p=p,
+                temperature=temperature,
+                seed=seed,
+                greedy=greedy,
+                progress=progress,
+                beta=style_beta,
+            )
+        if prompts is None:
+            raise InvalidInputError("prompts are required (only a style model can go without)")
         if (melody is not None or chroma is not None) and not self.is_melody:
             raise InvalidInputError(
                 f"{self.source}: melody given, but this is not a melody model (use a "
@@ -376,20 +587,51 @@ class MusicGen:
             chroma = self.melody_chroma(melody, melody_sample_rate, batch=states.shape[0])
         prefix = None
         if self.is_melody:
-            prefix = self.melody_prefixes(states, mask, chroma)
+            prefix = list(self.melody_prefixes(states, mask, chroma))
+        return self._sample(
+            (states, mask) if prefix is None else None,
+            prefix,
+            frames,
+            guidance_scale=guidance_scale,
+            top_k=top_k,
+            top_p=p,
+            temperature=temperature,
+            seed=seed,
+            greedy=greedy,
+            progress=progress,
+        )
+
+    def _sample(
+        self,
+        text: tuple[mx.array, mx.array] | None,
+        prefix: list[mx.array] | None,
+        frames: int,
+        *,
+        guidance_scale: float,
+        top_k: int | None,
+        top_p: float | None,
+        temperature: float,
+        seed: int | None,
+        greedy: bool,
+        progress: Progress,
+        beta: float | None = None,
+    ) -> np.ndarray:
+        """The decode loop (``sampling.generate_codes``) with a progress bar; codes as numpy."""
+        p = top_p
         report, bar = progress_callback(progress, "generating")
         try:
             codes = generate_codes(
                 self.decoder,
-                None if prefix is not None else states,
-                None if prefix is not None else mask,
+                None if text is None else text[0],
+                None if text is None else text[1],
                 frames,
                 prefix=prefix,
+                beta=beta,
                 guidance_scale=guidance_scale,
                 top_k=top_k,
                 top_p=p,
                 temperature=temperature,
-                key=None if greedy else (secrets.randbits(63) if seed is None else seed),
+                key=None if greedy else seed,
                 greedy=greedy,
                 on_step=report,
             )
@@ -416,7 +658,7 @@ class MusicGen:
 
     def generate(
         self,
-        prompts: str | Sequence[str],
+        prompts: str | Sequence[str] | None,
         duration: float,
         *,
         guidance_scale: float = 3.0,
@@ -429,6 +671,11 @@ class MusicGen:
         melody: MelodyInput = None,
         melody_sample_rate: int | None = None,
         chroma: Sequence[np.ndarray] | None = None,
+        style: MelodyInput = None,
+        style_sample_rate: int | None = None,
+        style_beta: float | None = None,
+        style_excerpt_start: float | None = None,
+        eval_q: int | None = None,
     ) -> np.ndarray:
         """Audio ``(batch, channels, samples)`` float32 at ``sample_rate``, ``duration`` seconds
         (at most 30) per prompt. Arguments as for ``generate_codes``."""
@@ -445,6 +692,11 @@ class MusicGen:
             melody=melody,
             melody_sample_rate=melody_sample_rate,
             chroma=chroma,
+            style=style,
+            style_sample_rate=style_sample_rate,
+            style_beta=style_beta,
+            style_excerpt_start=style_excerpt_start,
+            eval_q=eval_q,
         )
         samples = round(float(duration) * self.sample_rate)
         return self.decode(codes)[..., :samples]
