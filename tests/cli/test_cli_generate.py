@@ -245,3 +245,68 @@ def test_stable_audio_bad_options(args: list[str], message: str, tmp_path: Path)
     assert code == 2, output
     assert message in output and "Traceback" not in output
     assert not list(tmp_path.glob("*.wav"))
+
+
+def _style_ref(tmp_path: Path, seconds: float = 3.5) -> Path:
+    rate = 22_050
+    t = np.arange(int(seconds * rate)) / rate
+    tone = np.sin(2 * np.pi * 220 * 2 ** (np.floor(t * 2) % 5 / 12) * t).astype(np.float32)
+    return audio.write(tmp_path / "ref.wav", 0.5 * tone[None], rate)
+
+
+def test_generate_with_style_text_and_style_only(tmp_path: Path) -> None:
+    """musicgen-style (the converted tiny fixture): text + style uses double guidance with beta
+    5 by default (the library's output for the same options), style alone needs no prompt."""
+    model_dir = str(FIXTURES.parent / "musicgen_style" / "converted")
+    ref = _style_ref(tmp_path)
+    out = tmp_path / "s.wav"
+    base = ["-m", model_dir, "-d", "0.4", "--seed", "2", "-q", "--style-audio", str(ref)]
+    code, output = _run("generate", "upbeat", *base, "-o", str(out))
+    assert code == 0, output
+    wave, sr = audio.read(out)
+    m = MusicGen.from_pretrained(model_dir)
+    expected = np.clip(m.generate("upbeat", 0.4, seed=2, style=ref, style_beta=5.0)[0], -1, 1)
+    assert (sr, wave.shape) == (32_000, (1, 12_800))
+    np.testing.assert_allclose(wave, expected, atol=2.0**-15 + 1e-6)
+
+    only = tmp_path / "only.wav"
+    code, output = _run(
+        "generate", *base, "--eval-q", "1", "--style-excerpt-start", "0.2", "-o", str(only)
+    )
+    assert code == 0, output
+    wave, _ = audio.read(only)
+    expected = np.clip(
+        m.generate(None, 0.4, seed=2, style=ref, eval_q=1, style_excerpt_start=0.2)[0], -1, 1
+    )
+    np.testing.assert_allclose(wave, expected, atol=2.0**-15 + 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-m", "STYLE", "--style-audio", "SHORT"], "needs at least 3 s"),
+        (["x", "-m", "MONO", "--style-audio", "REF"], "not a style model"),
+        (["-m", "MONO"], "give a PROMPT"),
+        (["x", "-m", "STYLE", "--eval-q", "9"], "--eval-q"),
+        (
+            ["x", "y", "z", "-m", "STYLE", "--style-audio", "REF", "--style-audio", "REF"],
+            "2 times for 3 prompts",
+        ),
+    ],
+)
+def test_style_bad_options(args: list[str], message: str, tmp_path: Path) -> None:
+    ref = _style_ref(tmp_path)
+    short = audio.write(tmp_path / "short.wav", np.zeros((1, 20_000), np.float32), 16_000)
+    names = {
+        "STYLE": str(FIXTURES.parent / "musicgen_style" / "converted"),
+        "MONO": str(FIXTURES / "mono"),
+        "REF": str(ref),
+        "SHORT": str(short),
+    }
+    argv = [names.get(a, a) for a in args]
+    code, output = _run(
+        "generate", *argv, "-q", "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "o.wav")
+    )
+    assert code == 2, output
+    assert message in output and "Traceback" not in output
+    assert not (tmp_path / "o.wav").exists()

@@ -48,7 +48,7 @@ def _outputs(output: Path, count: int) -> list[Path]:
 
 
 @click.command()
-@click.argument("prompts", nargs=-1, required=True)
+@click.argument("prompts", nargs=-1)
 @click.option(
     "-m",
     "--model",
@@ -119,6 +119,31 @@ def _outputs(output: Path, count: int) -> list[Path]:
     "prompts or once per prompt. Up to 30 s are used.",
 )
 @click.option(
+    "--style-audio",
+    "style_audio",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="musicgen-style: reference audio whose style to follow (≥ 3 s); once for all prompts or "
+    "once per prompt. Without a PROMPT: style only.",
+)
+@click.option(
+    "--style-beta",
+    type=float,
+    help="musicgen-style: double-guidance weight of the text (default 5 with text and style, "
+    "else plain CFG).",
+)
+@click.option(
+    "--style-excerpt-start",
+    type=float,
+    help="musicgen-style: where the 3 s excerpt starts, in seconds (default: drawn from --seed).",
+)
+@click.option(
+    "--eval-q",
+    type=click.IntRange(1, 6),
+    help="musicgen-style: RVQ codebooks of the style tokens (1-6; default the model's, 3; fewer "
+    "= looser style).",
+)
+@click.option(
     "--quantize",
     type=click.Choice(["4", "8"]),
     help="MusicGen: quantize the decoder's linears (less memory; faster steps on a GPU).",
@@ -144,10 +169,24 @@ def generate(
     init_audio: Path | None,
     init_strength: float | None,
     melodies: tuple[Path, ...],
+    style_audio: tuple[Path, ...],
+    style_beta: float | None,
+    style_excerpt_start: float | None,
+    eval_q: int | None,
     quantize: str | None,
 ) -> None:
     """Generate audio for each PROMPT (batched in one pass) and write audio files."""
     from audiogen_core.errors import InvalidInputError
+
+    styled = {
+        "--style-audio": style_audio or None,
+        "--style-beta": style_beta,
+        "--style-excerpt-start": style_excerpt_start,
+        "--eval-q": eval_q,
+    }
+    style_flags = [k for k, v in styled.items() if v is not None]
+    if not prompts and not style_audio:
+        raise InvalidInputError("give a PROMPT (or, for musicgen-style, --style-audio)")
 
     # Check where the files go before spending minutes generating.
     if output.suffix.lower() not in SUFFIXES:
@@ -157,9 +196,11 @@ def generate(
 
     name = STABLE_AUDIO_ALIASES.get(model, model)
     if _is_stable_audio(name):
-        if quantize or melodies:
-            flag = "--quantize" if quantize else "--melody"
-            raise InvalidInputError(f"{flag}: a MusicGen option; {model} is Stable Audio")
+        flags = [*(["--quantize"] if quantize else []), *(["--melody"] if melodies else [])]
+        if flags or style_flags:
+            raise InvalidInputError(
+                f"{', '.join(flags + style_flags)}: MusicGen options; {model} is Stable Audio"
+            )
         from audiogen_stableaudio import StableAudio
 
         sa = StableAudio.from_pretrained(name, offline=offline or None, cache_dir=cache_dir)
@@ -195,6 +236,11 @@ def generate(
         raise InvalidInputError(
             f"--melody given {len(melodies)} times for {len(prompts)} prompts (once, or once each)"
         )
+    if prompts and len(style_audio) not in (0, 1, len(prompts)):
+        raise InvalidInputError(
+            f"--style-audio given {len(style_audio)} times for {len(prompts)} prompts "
+            "(once, or once each)"
+        )
 
     from audiogen_musicgen import MusicGen
 
@@ -206,8 +252,24 @@ def generate(
     )
     if melodies and not m.is_melody:
         raise InvalidInputError(f"--melody: {model} is not a melody model (try musicgen-melody)")
+    if style_flags and not m.is_style:
+        raise InvalidInputError(
+            f"{', '.join(style_flags)}: {model} is not a style model (try musicgen-style)"
+        )
+    if not prompts and not m.is_style:
+        raise InvalidInputError(f"give a PROMPT: {model} generates from text")
+    style_kw: dict[str, object] = {}
+    if m.is_style:
+        # audiocraft's documented text+style setting: cfg 3 with beta 5; plain CFG otherwise.
+        beta = style_beta if style_beta is not None else (5.0 if prompts and style_audio else None)
+        style_kw = {
+            "style": list(style_audio) or None,
+            "style_beta": beta,
+            "style_excerpt_start": style_excerpt_start,
+            "eval_q": eval_q,
+        }
     audio = m.generate(
-        list(prompts),
+        list(prompts) or None,
         duration,
         guidance_scale=guidance,
         top_k=top_k,
@@ -216,6 +278,7 @@ def generate(
         seed=seed,
         progress=not quiet,
         melody=list(melodies) or None,
+        **style_kw,  # type: ignore[arg-type]
     )
-    for item, path in zip(audio, _outputs(output, len(prompts)), strict=True):
+    for item, path in zip(audio, _outputs(output, len(audio)), strict=True):
         click.echo(str(m.save(item, path)))
