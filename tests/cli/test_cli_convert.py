@@ -140,3 +140,42 @@ def test_bin_only_hub_repo(torch: ModuleType, tmp_path: Path, fake_hub: Any) -> 
     assert fake_hub.count == 2  # safetensors first, then the .bin files
     assert any("pytorch_model-*.bin" in c["allow_patterns"] for c in fake_hub.calls[1:])
     _check_codes(out, "stereo")
+
+
+def test_style_hub_repo_with_companions(torch: ModuleType, tmp_path: Path, fake_hub: Any) -> None:
+    """``audiogen convert facebook/musicgen-style``: the audiocraft state_dict.bin, then t5-base,
+    MERT and encodec_32khz, into one directory that generates with a style reference."""
+    import importlib.util
+
+    from audiogen_core import audio
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    builder_path = Path(__file__).resolve().parents[2] / "tools" / "fixtures" / "musicgen_style.py"
+    spec = importlib.util.spec_from_file_location("musicgen_style_builder", builder_path)
+    assert spec and spec.loader
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    upstream = fixtures / "musicgen_style" / "upstream"
+    companions = builder.companion_dirs(tmp_path / "companions", upstream / "encodec")
+    fake_hub.add(
+        "facebook/musicgen-style", {"state_dict.bin": upstream / "style" / "state_dict.bin"}
+    )
+    repos = {"t5": "t5-base", "mert": "m-a-p/MERT-v1-95M", "encodec": "facebook/encodec_32khz"}
+    for name, repo in repos.items():
+        fake_hub.add_dir(repo, companions[name])
+    out = tmp_path / "style-out"
+    code, output = _run("facebook/musicgen-style", "-o", str(out), "--dtype", "float16")
+    assert code == 0, output
+    assert "MusicGen style (4 codebooks)" in output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["model"], manifest["variant"], manifest["dtype"]) == (
+        "musicgen-style",
+        "style",
+        "float16",
+    )
+    assert {c["repo_id"] for c in fake_hub.calls} == {"facebook/musicgen-style", *repos.values()}
+    m = MusicGen.from_pretrained(out)
+    t = np.arange(3 * 32_000 + 100) / 32_000
+    ref = audio.write(tmp_path / "ref.wav", 0.3 * np.sin(2 * np.pi * 330 * t)[None], 32_000)
+    wave = m.generate("x", 0.2, style=ref, seed=0, style_beta=5.0)
+    assert wave.shape == (1, 1, 6400) and np.isfinite(wave).all()

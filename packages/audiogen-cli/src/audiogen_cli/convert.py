@@ -41,7 +41,8 @@ def convert(
     trust_remote_code: bool,
 ) -> None:
     """Convert SRC (a hub repo id such as facebook/musicgen-small, or a local upstream
-    directory) into an audiogen directory."""
+    directory) into an audiogen directory. facebook/musicgen-style (audiocraft) also fetches
+    the parts audiocraft loads by name: t5-base, m-a-p/MERT-v1-95M, facebook/encodec_32khz."""
     from audiogen_convert.musicgen import check_out_dir, convert_musicgen, resolve_source
     from audiogen_convert.stableaudio import convert_stableaudio, is_stableaudio
 
@@ -66,7 +67,15 @@ def convert(
     root, source, rev = resolve_source(
         src, offline=offline or None, revision=revision, trust_remote_code=trust_remote_code
     )
-    result = convert_musicgen(root, output, dtype=dtype, source=source, revision=rev, force=force)
+    result = convert_musicgen(
+        root,
+        output,
+        dtype=dtype,
+        source=source,
+        revision=rev,
+        force=force,
+        offline=offline or None,  # musicgen-style also fetches t5-base, MERT and EnCodec
+    )
     click.echo(
         f"detected: {result.format} checkpoint, MusicGen {result.variant} "
         f"({result.num_codebooks} codebooks) in {root}"

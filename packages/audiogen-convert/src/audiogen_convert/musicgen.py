@@ -41,7 +41,7 @@ class Conversion:
 
     out_dir: Path
     format: str
-    variant: str  # "mono" | "stereo" | "melody" | "stereo-melody"
+    variant: str  # "mono" | "stereo" | "melody" | "stereo-melody" | "style"
     dtype: str
     num_codebooks: int
 
@@ -60,7 +60,7 @@ def _hub_patterns() -> tuple[list[str], list[str]]:
         "pytorch_model.bin.index.json",
         *TOKENIZER_FILES,
     ]
-    pickles = ["pytorch_model.bin", "pytorch_model-*.bin"]
+    pickles = ["pytorch_model.bin", "pytorch_model-*.bin", "state_dict.bin"]  # last: audiocraft
     return first, pickles
 
 
@@ -155,6 +155,8 @@ def convert_musicgen(
     source: str | None = None,
     revision: str | None = None,
     force: bool = False,
+    companions: dict[str, str | os.PathLike[str]] | None = None,
+    offline: bool | None = None,
 ) -> Conversion:
     """Convert the upstream MusicGen directory ``src_dir`` into ``out_dir``.
 
@@ -162,6 +164,10 @@ def convert_musicgen(
     ``revision`` are recorded in the manifest (default: the source directory). The result
     appears atomically: it is built in a temporary sibling and renamed into place; with
     ``force`` an existing ``out_dir`` is replaced only once the new copy is complete.
+
+    An audiocraft export (MusicGen-style's ``state_dict.bin``) also needs the parts audiocraft
+    loads by name: ``companions`` maps ``t5`` / ``mert`` / ``encodec`` to local directories or
+    hub ids (default ``audiogen_musicgen.convert_style.COMPANIONS``, fetched unless ``offline``).
     """
     from audiogen_musicgen import convert as mg
 
@@ -169,24 +175,53 @@ def convert_musicgen(
     target = check_out_dir(Path(out_dir), force=force, src=src)
     cast_to = _as_dtype(dtype)
     checkpoint = fmt.detect(src)
-    if checkpoint.format not in TRANSFORMERS_FORMATS:
+    style = checkpoint.format == fmt.AUDIOCRAFT
+    if not style and checkpoint.format not in TRANSFORMERS_FORMATS:
         raise WeightsError(
             f"{src}: a {checkpoint.format} checkpoint; MusicGen conversion reads transformers "
             f"checkpoints (config.json with {', '.join(TRANSFORMERS_FORMATS)} weights); "
             f"{checkpoint.format} is not yet supported"
         )
-    if checkpoint.config is None:
-        raise WeightsError(f"{src}: no config.json beside the weights")
-    kind = variant(mg.read_json(checkpoint.config), checkpoint.config)
-    if checkpoint.needs_torch:
+    if checkpoint.needs_torch or style:
         fmt.import_torch(checkpoint.files[0])  # the pip hint before any work
+    dirs: dict[str, Path] = {}
+    if style:
+        from audiogen_core import hub
+
+        from audiogen_musicgen import convert_style
+
+        kind = "style"
+        # The checkpoint first: a bad file fails before any companion download.
+        style_parts = convert_style.read_style_checkpoint(src / convert_style.STYLE_FILE)
+        for name, default in convert_style.COMPANIONS.items():
+            dirs[name] = hub.resolve(
+                (companions or {}).get(name, default),
+                allow_patterns=convert_style.COMPANION_PATTERNS[name],
+                offline=offline,
+            )
+    else:
+        if checkpoint.config is None:
+            raise WeightsError(f"{src}: no config.json beside the weights")
+        kind = variant(mg.read_json(checkpoint.config), checkpoint.config)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        built = mg.convert(src, tmp / "model", source=source or str(src), revision=revision)
+        if style:
+            built = convert_style.convert_style(
+                src,
+                tmp / "model",
+                dirs,
+                source=source or str(src),
+                revision=revision,
+                checkpoint_parts=style_parts,
+            )
+            parts: tuple[str, ...] = convert_style.PARTS
+        else:
+            built = mg.convert(src, tmp / "model", source=source or str(src), revision=revision)
+            parts = COMPONENTS
         manifest = mg.read_json(built / mg.MANIFEST)
         if cast_to is not None:
-            for part in COMPONENTS:
+            for part in parts:
                 path = built / part / "model.safetensors"
                 weights = cast_floats(load_safetensors(path), cast_to)
                 save_safetensors(path, weights, {"format": "mlx"})

@@ -210,11 +210,16 @@ def convert_style(
     *,
     source: str | None = None,
     revision: str | None = None,
+    checkpoint_parts: tuple[dict[str, dict[str, mx.array]], dict[str, dict[str, Any]]]
+    | None = None,
 ) -> Path:
     """Convert the style checkpoint directory ``src`` plus the ``companions`` directories
-    (``t5``, ``mert``, ``encodec``) into ``dst`` (which must not exist), atomically."""
+    (``t5``, ``mert``, ``encodec``) into ``dst`` (which must not exist), atomically.
+    ``checkpoint_parts``: ``read_style_checkpoint``'s result when the caller already read it
+    (to check the checkpoint before fetching companions)."""
     checkpoint = src / STYLE_FILE
-    params, configs = read_style_checkpoint(checkpoint)
+    params, configs = checkpoint_parts or read_style_checkpoint(checkpoint)
+    params, configs = dict(params), dict(configs)
     more_params, more_configs = _companion_parts(companions)
     params.update(more_params)
     configs.update(more_configs)
