@@ -8,6 +8,9 @@ after (the machine may be shared: multithreaded BLAS slows down sharply when ove
 ``--gelu-erf`` times ours with MLX's own ``nn.gelu`` (scalar erf on the CPU) for comparison.
 
     uv run python tools/bench/mert.py [--runs 5] [--seconds 3] [--threads 2]
+    python3 tools/bench/mert.py --device gpu     # MLX CUDA vs torch CUDA (fp32 both)
+
+Without ``audiogen_*`` installed, the packages are imported from ``packages/*/src``.
 """
 
 from __future__ import annotations
@@ -16,18 +19,27 @@ import argparse
 import importlib.util
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import audiogen_core  # noqa: F401  - OpenBLAS preload before mlx
+try:
+    importlib.import_module("audiogen_core")  # OpenBLAS preload before mlx
+except ImportError:  # a bare machine (the GPU box): the source tree
+    sys.path[:0] = [
+        str(p) for p in sorted(Path(__file__).resolve().parents[2].glob("packages/*/src"))
+    ]
+    importlib.import_module("audiogen_core")
+# torch before mlx: mlx[cuda13] loads an older cuDNN, which torch then refuses to use.
+torch = importlib.import_module("torch")
 
-import mlx.core as mx
-import mlx.nn as nn
-import numpy as np
+import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
+import numpy as np  # noqa: E402
 
-from audiogen_musicgen import mert
-from audiogen_musicgen.mert import MertConfig, MertModel, sanitize
+from audiogen_musicgen import mert  # noqa: E402
+from audiogen_musicgen.mert import MertConfig, MertModel, sanitize  # noqa: E402
 
 
 def _builder():
@@ -51,11 +63,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--gelu-erf", action="store_true", help="also time ours with nn.gelu")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     args = ap.parse_args()
 
-    import torch
-
     torch.set_num_threads(args.threads)
+    cuda = args.device == "gpu"
+    mx.set_default_device(mx.gpu if cuda else mx.cpu)
     print(f"load average before: {os.getloadavg()}")
     b = _builder()
     config = b.mert_config()
@@ -68,10 +81,12 @@ def main() -> None:
     samples = round(args.seconds * 24_000)
     audio = (0.3 * np.random.default_rng(0).standard_normal((1, samples))).astype(np.float32)
     xt, xm = torch.from_numpy(audio), mx.array(audio)
+    if cuda:
+        ref, xt = ref.cuda(), xt.cuda()
 
     def run_torch() -> np.ndarray:
         with torch.no_grad():
-            return ref(xt).last_hidden_state.numpy()
+            return ref(xt).last_hidden_state.cpu().numpy()  # .cpu() syncs
 
     def run_ours() -> np.ndarray:
         return np.array(ours(xm))
@@ -97,7 +112,8 @@ def main() -> None:
 
     print(
         f"MERT-v1-95M, {args.seconds:g} s at 24 kHz → {ref_out.shape}, "
-        f"torch threads {args.threads}, median of {args.runs}"
+        f"{'GPU ' + torch.cuda.get_device_name() if cuda else f'CPU, torch threads {args.threads}'}"
+        f", median of {args.runs}"
     )
     base = statistics.median(times["HubertModel (torch)"])
     for name, ts in times.items():
