@@ -271,3 +271,31 @@ def test_live_random_models_match_transformers(torch: Any, kw: dict[str, Any]) -
     frames = codes.shape[-1] if not ambiguous.size else max(0, int(ambiguous[0]) - 3)
     assert frames >= codes.shape[-1] // 2
     np.testing.assert_array_equal(codes[..., :frames], data["codes"][..., :frames])
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_unpadded_batches_drop_the_cross_mask_exactly(
+    fixtures_dir: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without padding (one prompt; CFG's all-pad row has zero keys and values) the cache has
+    no key mask, and that changes nothing: same logits as with the mask forced on."""
+    from audiogen_musicgen import decoder as decoder_mod
+
+    model, data = _load_fixture(fixtures_dir, name)
+    states = mx.array(data["encoder_hidden_states"][:1])
+    length = int(data["attention_mask"][0].sum())
+    states, mask = states[:, :length], mx.ones((1, length), dtype=mx.int32)
+    cfg_states = mx.concatenate([states, mx.zeros_like(states)])
+    cfg_mask = mx.concatenate([mask, mx.zeros_like(mask)])
+    assert model.make_cache(cfg_states, cfg_mask, 4).cross_mask is None
+    padded = mx.array(data["attention_mask"])
+    assert (
+        model.make_cache(mx.array(data["encoder_hidden_states"]), padded, 4).cross_mask is not None
+    )
+    ids = mx.array(data["tf_input_ids"][:1])
+    ids = mx.concatenate([ids, ids])
+    free = np.array(model(ids, cfg_states, cfg_mask))
+    monkeypatch.setattr(decoder_mod, "_has_padding", lambda m: True)
+    assert model.make_cache(cfg_states, cfg_mask, 4).cross_mask is not None
+    forced = np.array(model(ids, cfg_states, cfg_mask))
+    np.testing.assert_allclose(free, forced, atol=1e-5, rtol=0)
