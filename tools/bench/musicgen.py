@@ -122,12 +122,18 @@ VARIANTS: dict[str, tuple[int, int, int, int, int, int]] = {
     "melody": (48, 1536, 24, 6144, 4, 1),
     "melody-large": (48, 2048, 32, 8192, 4, 1),
     "stereo-melody": (48, 1536, 24, 6144, 8, 2),
+    # MusicGen-style's LM (audiocraft; medium-sized, prepend-conditioned like melody): ours runs
+    # its three-pass double guidance over [style (15) | text] prefixes; transformers has no style
+    # model, so its side is the closest one, MusicgenMelody at this size with two-pass CFG.
+    "style": (48, 1536, 24, 6144, 4, 1),
 }
+STYLE_TOKENS = 15  # 3 s of MERT frames, every 15th
+STYLE_BETA = 5.0
 CHROMA_FRAMES = 235  # a 30 s melody: the whole chroma prefix is real melody
 
 
 def is_melody(variant: str) -> bool:
-    return "melody" in variant
+    return "melody" in variant or variant == "style"
 
 
 def melody_chroma() -> np.ndarray:
@@ -322,7 +328,10 @@ class _TimedCodec(_Delegate):
         return self._inner.decode(codes)
 
 
-def run_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
+def run_ours(model: MusicGen, frames: int, seed: int, style: bool = False) -> dict[str, float]:
+    """One timed generation; ``style``: audiocraft's three-pass double guidance over
+    ``[style | text]`` prefixes (random style tokens: MERT and the style conditioner are timed
+    by tools/bench/mert.py and tools/bench/style.py)."""
     marks: dict[str, float] = {}
 
     def progress(done: int, total: int) -> None:
@@ -339,15 +348,34 @@ def run_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
     model.audio_encoder = _TimedCodec(model.audio_encoder, marks)  # type: ignore[assignment]
     try:
         t0 = time.perf_counter()
-        audio = model.generate(
-            PROMPT,
-            frames / FRAME_RATE,
-            guidance_scale=GUIDANCE,
-            top_k=TOP_K,
-            seed=seed,
-            progress=progress,
-            chroma=list(melody_chroma()) if model.is_melody else None,
-        )
+        if style:
+            states, mask = model.encode_text(PROMPT)
+            width = model.decoder.config.hidden_size
+            tokens = 0.02 * mx.random.normal((1, STYLE_TOKENS, width), key=mx.random.key(seed))
+            prefix = model.style_prefixes(states, mask, tokens, beta=STYLE_BETA)
+            codes = sampling.generate_codes(
+                model.decoder,
+                None,
+                None,
+                frames,
+                prefix=prefix,
+                beta=STYLE_BETA,
+                guidance_scale=GUIDANCE,
+                top_k=TOP_K,
+                key=seed,
+                on_step=progress,
+            )
+            audio = model.decode(codes)
+        else:
+            audio = model.generate(
+                PROMPT,
+                frames / FRAME_RATE,
+                guidance_scale=GUIDANCE,
+                top_k=TOP_K,
+                seed=seed,
+                progress=progress,
+                chroma=list(melody_chroma()) if model.is_melody else None,
+            )
         end = time.perf_counter()
     finally:
         model.text_encoder, model.audio_encoder = parts
@@ -585,7 +613,7 @@ def bench_variant(
     def one(side: str, frames: int, seed: int) -> dict[str, float]:
         if side == "ours":
             assert ours is not None
-            return run_ours(ours, frames, seed)
+            return run_ours(ours, frames, seed, style=variant == "style")
         return run_torch(torch, ref, ids_t, frames, seed)
 
     def do_runs(order: list[str]) -> None:
