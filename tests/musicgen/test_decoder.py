@@ -18,6 +18,7 @@ from audiogen_core.errors import InvalidInputError, MissingWeightsError
 from audiogen_core.weights import load_safetensors
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -299,3 +300,50 @@ def test_unpadded_batches_drop_the_cross_mask_exactly(
     assert model.make_cache(cfg_states, cfg_mask, 4).cross_mask is not None
     forced = np.array(model(ids, cfg_states, cfg_mask))
     np.testing.assert_allclose(free, forced, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_folded_cross_attention_matches_the_projections(fixtures_dir: Path, name: str) -> None:
+    """``CrossAttention.fold`` (q_proj / out_proj folded into the fixed text keys and values):
+    the same logits as the plain path and transformers, and the same greedy CFG codes."""
+    model, data = _load_fixture(fixtures_dir, name)
+    args = (
+        mx.array(data["tf_input_ids"]),
+        mx.array(data["encoder_hidden_states"]),
+        mx.array(data["attention_mask"]),
+    )
+    model.fold_cross_attention = False
+    plain = np.array(model(*args))
+    model.fold_cross_attention = True
+    cache = model.make_cache(args[1], args[2], 4)
+    assert cache.cross_kv is not None and cache.cross_kv[0][0].ndim == 3  # folded
+    folded = np.array(model(*args))
+    np.testing.assert_allclose(folded, plain, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(folded, data["tf_logits"], atol=ATOL, rtol=0)
+    codes = generate_codes(
+        model, args[1], args[2], data["codes"].shape[-1], guidance_scale=3.0, greedy=True
+    )
+    np.testing.assert_array_equal(np.array(codes), data["codes"])
+    model.fold_cross_attention = None  # auto: folds only while H·S <= D
+    s = args[1].shape[1]
+    auto = model.make_cache(args[1], args[2], 4).cross_kv
+    assert auto is not None
+    assert (auto[0][0].ndim == 3) == (
+        model.config.num_attention_heads * s <= model.config.hidden_size
+    )
+
+
+def test_fold_uses_the_dequantized_weights_of_quantized_projections() -> None:
+    from audiogen_musicgen.decoder import CrossAttention
+
+    config = DecoderConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=1, ffn_dim=64)
+    attn = CrossAttention(config)
+    nn.quantize(attn, group_size=32, bits=8)
+    assert isinstance(attn.q_proj, nn.QuantizedLinear)
+    rng = np.random.default_rng(0)
+    states = mx.array(rng.standard_normal((2, 5, 64)).astype(np.float32))
+    x = mx.array(rng.standard_normal((2, 3, 64)).astype(np.float32))
+    k, v = attn.keys_values(states)
+    plain = np.array(attn(x, (k, v), None))
+    folded = np.array(attn(x, attn.fold(k, v), None))
+    np.testing.assert_allclose(folded, plain, atol=1e-4, rtol=1e-4)

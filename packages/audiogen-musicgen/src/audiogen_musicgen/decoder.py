@@ -129,7 +129,33 @@ class SelfAttention(nn.Module):
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1)), keys, values
 
 
+def _dense_weight(linear: nn.Module) -> mx.array:
+    """A linear's weight ``(out, in)`` as a dense array, dequantized if it was quantized."""
+    if isinstance(linear, nn.QuantizedLinear):
+        return mx.dequantize(
+            linear.weight,
+            linear.scales,
+            linear.get("biases"),
+            group_size=linear.group_size,
+            bits=linear.bits,
+        )
+    weight: mx.array = linear.weight
+    return weight
+
+
 class CrossAttention(nn.Module):
+    """Cross-attention to the (fixed) text states.
+
+    The keys and values never change during a generation, so the per-head projections fold into
+    them once (``fold``): with ``K_h``, ``V_h`` the S text keys / values of head h,
+    ``scores_h = scale · (x W_q,h^T) K_h^T = x M_h`` with ``M_h = scale · W_q,h^T K_h^T``
+    (D × S), and the output ``Σ_h softmax(scores_h) V_h W_o,h^T = P · VW`` with
+    ``VW_h = V_h W_o,h^T`` (S × D). A step then costs one (D × H·S) and one (H·S × D) product and
+    a softmax instead of q_proj, attention and out_proj (D × D each): fewer kernels and, while
+    H·S <= D (prompts up to head_dim tokens), fewer bytes. On a GPU a decoder step is bound by
+    kernel count, and this was measured in tools/bench/musicgen.py.
+    """
+
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
         d = config.hidden_size
@@ -145,10 +171,31 @@ class CrossAttention(nn.Module):
         k, v = mx.split(kv, 2, axis=1)
         return k, v
 
+    def fold(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
+        """``(M, VW)``: ``(B, D, H·S)`` and ``(B, H·S, D)`` from keys / values ``(B, H, S, d)``,
+        computed in float32 and stored in the keys' dtype."""
+        b, h, s, d = k.shape
+        wq = _dense_weight(self.q_proj).astype(mx.float32)  # (D, D): rows h·d .. (h+1)·d
+        wo = _dense_weight(self.out_proj).astype(mx.float32)  # (D, D): columns likewise
+        width = wq.shape[1]
+        wq_h = wq.reshape(h, d, width).transpose(0, 2, 1)  # (H, D, d)
+        m = self.scale * (wq_h @ k.astype(mx.float32).transpose(0, 1, 3, 2))  # (B, H, D, S)
+        m = m.transpose(0, 2, 1, 3).reshape(b, width, h * s)
+        wo_h = wo.reshape(width, h, d).transpose(1, 2, 0)  # (H, d, D)
+        vw = (v.astype(mx.float32) @ wo_h).reshape(b, h * s, width)  # (B, H·S, D)
+        return m.astype(k.dtype), vw.astype(k.dtype)
+
     def __call__(
         self, x: mx.array, kv: tuple[mx.array, mx.array], mask: mx.array | None
     ) -> mx.array:
         b, t, _ = x.shape
+        if kv[0].ndim == 3:  # folded (M, VW); keys / values are 4-D
+            m, vw = kv
+            scores = (x @ m).reshape(b, t, self.num_heads, -1)  # (B, t, H, S)
+            if mask is not None:
+                scores = scores + mask  # (B, 1, 1, S)
+            p = mx.softmax(scores, axis=-1, precise=True).reshape(b, t, -1)
+            return p @ vw
         q = self.q_proj(x).reshape(b, t, self.num_heads, -1).transpose(0, 2, 1, 3)
         out = mx.fast.scaled_dot_product_attention(q, kv[0], kv[1], scale=self.scale, mask=mask)
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1))
@@ -219,6 +266,8 @@ class MusicGenDecoder(nn.Module):
         # Upstream computes embed_scale from scale_embedding but never applies it: neither do we.
         self._codebook_offsets = mx.arange(k, dtype=mx.int32)[:, None] * (v + 1)
         self._positions: mx.array | None = None
+        # CrossAttention.fold: None = for prompts with H·S <= D, True = always, False = never.
+        self.fold_cross_attention: bool | None = None
 
     def positions(self, length: int) -> mx.array:
         """The sinusoid table, at least ``length`` rows (upstream also grows it past
@@ -300,6 +349,14 @@ class MusicGenDecoder(nn.Module):
             # Finite, like transformers' finfo.min: a fully masked row stays NaN-free.
             mask = mx.where(keep, mx.array(0.0, dtype), mx.array(mx.finfo(dtype).min, dtype))
         cross_kv = [layer.encoder_attn.keys_values(states) for layer in self.layers]
+        fold = self.fold_cross_attention
+        if fold is None:  # auto: when it also reads fewer bytes than q_proj + out_proj
+            fold = self.config.num_attention_heads * states.shape[1] <= self.config.hidden_size
+        if fold:
+            cross_kv = [
+                layer.encoder_attn.fold(k, v)
+                for layer, (k, v) in zip(self.layers, cross_kv, strict=True)
+            ]
         return KVCache(self.config, states.shape[0], max_len, cross_kv, mask, dtype)
 
     def embed(self, input_ids: mx.array, offset: int, prefix: mx.array | None = None) -> mx.array:
