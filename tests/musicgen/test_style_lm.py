@@ -174,9 +174,24 @@ def test_live_parity(torch: ModuleType, tmp_path: Path) -> None:
     """Another random LM (3 layers, 4 heads, width 48), saved as safetensors in audiocraft's key
     names: teacher-forced logits of the three branches, then 50 greedy frames with double and
     plain CFG (eager and static decoding) against audiocraft's ``LMModel``."""
+    builder, ac = _audiocraft(torch)
+    # audiogen_core preloads the system OpenBLAS globally, so torch's own sgemm_ calls bind to it
+    # too; from 2 torch threads at once that (pthread) OpenBLAS sporadically returned wrong
+    # results here (6e-4 off in some rows in ~1 of 8 runs, never with 1 thread or without the
+    # preload). The tiny reference needs no threads.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _live_parity(torch, builder, ac, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _live_parity(
+    torch: ModuleType, builder: ModuleType, ac: dict[str, Any], tmp_path: Path
+) -> None:
     from safetensors.torch import save_file
 
-    builder, ac = _audiocraft(torch)
     shape = {"dim": 48, "num_heads": 4, "num_layers": 3, "hidden_scale": 4, "n_q": 4, "card": 40}
     cfg = builder.xp_cfg(shape)
     torch.manual_seed(11)
