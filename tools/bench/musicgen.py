@@ -606,6 +606,7 @@ def bench_variant(
 
             n = quantize_linears(model.decoder, args.quantize, group_size=64)
             log(f"[{variant}] ours: {n} decoder linears quantized to {args.quantize} bits")
+        model.decoder.fold_cross_attention = {"auto": None, "on": True, "off": False}[args.fold]
         result["ours_load_s"] = time.perf_counter() - t
         log(f"[{variant}] ours loaded in {result['ours_load_s']:.1f} s")
         return model
@@ -712,6 +713,12 @@ def main() -> int:
     )
     ap.add_argument(
         "--quantize", type=int, choices=(4, 8), help="ours: quantize the decoder's linears"
+    )
+    ap.add_argument(
+        "--fold",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="ours: cross-attention folded into the text keys/values (CrossAttention.fold)",
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     ap.add_argument("--sequential", action="store_true", help="never hold both models at once")
