@@ -353,8 +353,6 @@ def test_from_audiocraft_refuses(change: dict[str, Any], match: str) -> None:
         DecoderConfig.from_audiocraft({"channels": 1}, 768)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="reported: from_audiocraft does not "
-                   "check these yet (each changes the model audiocraft builds)")  # fmt: skip
 @pytest.mark.parametrize(
     "change",
     [
@@ -368,7 +366,7 @@ def test_from_audiocraft_refuses(change: dict[str, Any], match: str) -> None:
         {"codebooks_pattern__delay__flatten_first": 2},
     ],
 )
-def test_from_audiocraft_unchecked(change: dict[str, Any]) -> None:
+def test_from_audiocraft_refuses_layout_changes(change: dict[str, Any]) -> None:
     try:
         DecoderConfig.from_audiocraft(_cfg(**change), 768)
     except InvalidInputError:

@@ -129,6 +129,8 @@ class DecoderConfig:
             "qk_layer_norm": False,
             "kv_repeat": 1,
             "activation": "gelu",
+            "causal": True,
+            "past_context": None,  # a causal window (masks and trims the streaming cache)
         }
         for key, value in expected.items():
             if key in lm and lm[key] != value:
@@ -143,12 +145,28 @@ class DecoderConfig:
         if channels != 1:
             raise InvalidInputError(f"audiocraft LM with {channels} channels is not supported")
         pattern = cfg.get("codebooks_pattern") or {}
-        delays = (pattern.get("delay") or {}).get("delays", list(range(n_q)))
-        if pattern.get("modeling", "delay") != "delay" or list(delays) != list(range(n_q)):
+        delay = pattern.get("delay") or {}
+        delays = delay.get("delays", list(range(n_q)))
+        if (
+            pattern.get("modeling", "delay") != "delay"
+            or list(delays) != list(range(n_q))
+            or delay.get("empty_initial", 0)
+            or delay.get("flatten_first", 0)
+        ):
             raise InvalidInputError(
                 f"audiocraft codebooks_pattern {pattern.get('modeling')!r} with delays "
-                f"{delays!r} is not supported (MusicGen: delay, {list(range(n_q))})"
+                f"{list(delays)!r} (empty_initial {delay.get('empty_initial', 0)}, flatten_first "
+                f"{delay.get('flatten_first', 0)}) is not supported (MusicGen: delay, "
+                f"{list(range(n_q))}, 0, 0)"
             )
+        fuser = cfg.get("fuser") or {}
+        for mode in ("cross", "sum", "input_interpolate"):
+            if fuser.get(mode):
+                # builders.get_lm_model switches cross-attention on for a cross fuser; sum and
+                # interpolate change the input. Only prepended conditions are implemented.
+                raise InvalidInputError(
+                    f"audiocraft fuser.{mode} = {fuser[mode]!r} is not supported (only prepend)"
+                )
         return cls(
             vocab_size=card,
             num_hidden_layers=int(lm.get("num_layers", 48)),
