@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -323,17 +323,39 @@ def snapshot_revision(root: Path) -> str | None:
     return root.name if root.parent.name == "snapshots" else None
 
 
-def cache_key(src: Path, source: str | None = None) -> str:
+def cache_key(src: Path, source: str | None = None, inputs: list[Path] | None = None) -> str:
     """A readable, collision-safe directory name for the converted copy of ``src``: the source
-    name plus a hash of the resolved path and of the size and mtime of every file read, so an
-    edited checkpoint is converted again."""
+    name plus a hash of the resolved path and of the size and mtime of every file read
+    (``inputs``; default the upstream MusicGen files of ``src``), so an edited checkpoint is
+    converted again. Files outside ``src`` are hashed with their full path."""
     h = hashlib.sha256(str(src.resolve()).encode())
-    inputs = [src / "config.json", *weight_files(src), *tokenizer_files(src)]
+    if inputs is None:
+        inputs = [src / "config.json", *weight_files(src), *tokenizer_files(src)]
     for f in sorted(inputs):
         st = f.stat()
-        h.update(f"\0{f.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    name = re.sub(r"[^A-Za-z0-9._-]+", "--", source or src.name).strip("-.") or "model"
-    return f"{name[:80]}-{h.hexdigest()[:16]}"
+        name = f.name if f.parent == src else str(f)
+        h.update(f"\0{name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    label = re.sub(r"[^A-Za-z0-9._-]+", "--", source or src.name).strip("-.") or "model"
+    return f"{label[:80]}-{h.hexdigest()[:16]}"
+
+
+def cached_conversion(
+    key: str, make: Callable[[Path], Path], cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """``<cache>/musicgen/<key>`` when a complete conversion is there, else ``make(dst)`` (which
+    must write it atomically). A cache entry without a manifest is not trusted."""
+    root = cache_root(cache_dir) / "musicgen"
+    dst = root / key
+    if is_converted(dst):
+        return dst
+    if dst.exists():  # not ours to trust: no manifest means an interrupted foreign write
+        raise WeightsError(f"{dst}: cache entry without {MANIFEST}; delete it and retry")
+    try:
+        return make(dst)
+    except PermissionError as e:
+        raise InvalidInputError(
+            f"{root}: cannot write the conversion cache ({e}); pass cache_dir or set AUDIOGEN_CACHE"
+        ) from e
 
 
 def converted_dir(
@@ -344,18 +366,11 @@ def converted_dir(
 ) -> Path:
     """The cached converted copy of the upstream directory ``src``, converting on first use."""
     upstream_config(src)  # a clear error for a foreign config before anything else is read
-    root = cache_root(cache_dir) / "musicgen"
-    dst = root / cache_key(src, source)
-    if is_converted(dst):
-        return dst
-    if dst.exists():  # not ours to trust: no manifest means an interrupted foreign write
-        raise WeightsError(f"{dst}: cache entry without {MANIFEST}; delete it and retry")
-    try:
-        return convert(src, dst, source=source, revision=snapshot_revision(src))
-    except PermissionError as e:
-        raise InvalidInputError(
-            f"{root}: cannot write the conversion cache ({e}); pass cache_dir or set AUDIOGEN_CACHE"
-        ) from e
+    return cached_conversion(
+        cache_key(src, source),
+        lambda dst: convert(src, dst, source=source, revision=snapshot_revision(src)),
+        cache_dir,
+    )
 
 
 __all__ = [
@@ -364,6 +379,7 @@ __all__ = [
     "build_models",
     "cache_key",
     "cache_root",
+    "cached_conversion",
     "check_parameters",
     "component_configs",
     "convert",

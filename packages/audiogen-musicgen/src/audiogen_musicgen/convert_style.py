@@ -22,9 +22,7 @@ Reading ``.bin`` needs torch through audiogen-convert (``convert.bin_reader``).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import shutil
 import tempfile
 from dataclasses import asdict, replace
@@ -265,19 +263,6 @@ def convert_style(
     return dst
 
 
-def cache_key(src: Path, companions: dict[str, Path], source: str | None) -> str:
-    """Like ``convert.cache_key``, over the style checkpoint and every companion file."""
-    h = hashlib.sha256(str(src.resolve()).encode())
-    files = [src / STYLE_FILE]
-    for name in sorted(companions):
-        files += sorted(p for p in companions[name].iterdir() if p.is_file())
-    for f in files:
-        st = f.stat()
-        h.update(f"\0{f}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    name = re.sub(r"[^A-Za-z0-9._-]+", "--", source or src.name).strip("-.") or "model"
-    return f"{name[:80]}-{h.hexdigest()[:16]}"
-
-
 def converted_dir(
     src: Path,
     companions: dict[str, Path],
@@ -285,21 +270,18 @@ def converted_dir(
     source: str | None = None,
     cache_dir: Any = None,
 ) -> Path:
-    """The cached converted copy of a style checkpoint, converting on first use."""
-    root = convert.cache_root(cache_dir) / "musicgen"
-    dst = root / cache_key(src, companions, source)
-    if convert.is_converted(dst):
-        return dst
-    if dst.exists():
-        raise WeightsError(f"{dst}: cache entry without {convert.MANIFEST}; delete it and retry")
-    try:
-        return convert_style(
+    """The cached converted copy of a style checkpoint, converting on first use (keyed on the
+    checkpoint and every companion file)."""
+    inputs = [src / STYLE_FILE]
+    for name in sorted(companions):
+        inputs += sorted(p for p in companions[name].iterdir() if p.is_file())
+    return convert.cached_conversion(
+        convert.cache_key(src, source, inputs),
+        lambda dst: convert_style(
             src, dst, companions, source=source, revision=convert.snapshot_revision(src)
-        )
-    except PermissionError as e:
-        raise InvalidInputError(
-            f"{root}: cannot write the conversion cache ({e}); pass cache_dir or set AUDIOGEN_CACHE"
-        ) from e
+        ),
+        cache_dir,
+    )
 
 
 __all__ = [
