@@ -841,13 +841,18 @@ class StableAudio:
     def _dit_call(self) -> Callable[[mx.array, mx.array, Any], mx.array]:
         """The DiT as ``(x, t, cond) -> prediction``; on a GPU compiled (``mx.compile`` fuses its
         elementwise chains: one 1.0 evaluation 21.7 → 18.9 ms on an H200, tools/bench/
-        dit_profile.py), traced once per generation as the shapes stay fixed. Not on the CPU,
-        where compiling needs a C++ compiler at run time and the arithmetic dominates."""
+        dit_profile.py). Built once per pipeline: MLX retraces it only for new shapes (another
+        batch or window). Not on the CPU, where compiling needs a C++ compiler at run time and
+        the arithmetic dominates."""
 
         def run(x: mx.array, t: mx.array, cross: mx.array, glob: mx.array | None) -> mx.array:
             return self.dit(x, t, cross, None, glob)
 
-        fn = mx.compile(run) if mx.default_device() == mx.gpu else run
+        fn: Callable[..., mx.array] = run
+        if mx.default_device() == mx.gpu:
+            if getattr(self, "_compiled_dit", None) is None:
+                self._compiled_dit = mx.compile(run)
+            fn = self._compiled_dit
 
         def call(x: mx.array, t: mx.array, cond: Any) -> mx.array:
             return fn(x, t, cond.cross_attn_cond, cond.global_cond)
