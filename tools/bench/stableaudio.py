@@ -60,6 +60,7 @@ mlx (``mlx[cuda13]`` for ``--device gpu`` on Linux), torch, diffusers, transform
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import importlib
@@ -110,6 +111,7 @@ from audiogen_core.weights import cast_floats, load_into  # noqa: E402
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from mlx.utils import tree_flatten  # noqa: E402
 
 from audiogen_stableaudio import StableAudio  # noqa: E402
 from audiogen_stableaudio import weights as sa_weights  # noqa: E402
@@ -134,7 +136,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "latents": 256,
         "steps": 8,
         "cfg": 1.0,
-        "ours": [("ours", "rf_denoiser", "pingpong"), ("ours-2m", "v", "dpmpp-2m-sde")],
+        # ours-qk: the real small layout (q/k LayerNorms, identity-initialised so the output is
+        # the same network's): what stable-audio-open-small costs per step.
+        "ours": [
+            ("ours", "rf_denoiser", "pingpong"),
+            ("ours-qk", "rf_denoiser", "pingpong"),
+            ("ours-2m", "v", "dpmpp-2m-sde"),
+        ],
     },
     "1.0": {
         "dit": {
@@ -312,12 +320,22 @@ def build_ours(pipe: Any, variant: str, dtype: mx.Dtype) -> dict[str, StableAudi
             for k, v in t5_weights.items()
         }
     load_into(text, t5_weights, source=source)
-    for model in (dit, conditioners, vae, text):
+    dits = {"": dit}
+    if any(name.endswith("-qk") for name, _, _ in spec["ours"]):
+        qk = StableAudioDiT(dataclasses.replace(dit_config, qk_norm="ln"))
+        weights = dict(tree_flatten(dit.parameters()))
+        for key, value in tree_flatten(qk.parameters()):
+            if ".norm_q." in key or ".norm_k." in key:
+                fill = 1.0 if key.endswith("weight") else 0.0
+                weights[key] = mx.full(value.shape, fill, dtype=dtype)
+        load_into(qk, weights, source=source)
+        dits["-qk"] = qk
+    for model in (*dits.values(), conditioners, vae, text):
         mx.eval(model.parameters())
     tokenizer = FixedTokenizer(prompt_ids())
     return {
         name: StableAudio(
-            dit,
+            dits["-qk" if name.endswith("-qk") else ""],
             conditioners,
             text,
             tokenizer,  # type: ignore[arg-type]
