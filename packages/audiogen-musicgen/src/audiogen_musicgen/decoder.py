@@ -22,6 +22,8 @@ import math
 from collections.abc import Callable
 from functools import lru_cache
 
+from audiogen_core.fastmath import attention_cpu, gelu_fast
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -29,7 +31,9 @@ import numpy as np
 from audiogen_musicgen.config import DecoderConfig
 
 _ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
-    "gelu": nn.gelu,  # exact (erf) GELU, torch's nn.GELU() / ACT2FN["gelu"]
+    # exact (erf) GELU, torch's nn.GELU() / ACT2FN["gelu"]; a fused rational erf on the CPU,
+    # where MLX's erf is scalar libm
+    "gelu": gelu_fast,
     "gelu_new": nn.gelu_approx,
     "gelu_pytorch_tanh": nn.gelu_approx,
     "relu": nn.relu,
@@ -111,8 +115,13 @@ class SelfAttention(nn.Module):
         k, v = cache.update(layer, k, v)
         # Keys end at the query block's end, so the bottom-right aligned "causal" mask is exact;
         # one query needs no mask at all.
-        mask = "causal" if t > 1 else None
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        if t == 1 and mx.default_device().type == mx.DeviceType.cpu:
+            # MLX's CPU SDPA is bound by its scalar exp (2 × heads × up to 1500 keys per layer
+            # and step): matmuls and a polynomial-exp softmax instead.
+            out = attention_cpu(q, k, v, self.scale)
+        else:
+            mask = "causal" if t > 1 else None
+            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1))
 
     def static(
@@ -172,26 +181,31 @@ class CrossAttention(nn.Module):
         return k, v
 
     def fold(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
-        """``(M, VW)``: ``(B, D, H·S)`` and ``(B, H·S, D)`` from keys / values ``(B, H, S, d)``,
-        computed in float32 and stored in the keys' dtype."""
+        """``(MT, VW)``, both ``(B, H·S, D)``, from keys / values ``(B, H, S, d)``: ``MT`` is
+        ``M`` transposed (row ``h·S + s`` = ``scale · K_h[s] W_q,h``), so both are products of
+        the small keys / values with a contiguous view of the weights, broadcast over the
+        batch, and need no transposing copy. Computed in float32, stored in the keys' dtype."""
         b, h, s, d = k.shape
         wq = _dense_weight(self.q_proj).astype(mx.float32)  # (D, D): rows h·d .. (h+1)·d
         wo = _dense_weight(self.out_proj).astype(mx.float32)  # (D, D): columns likewise
         width = wq.shape[1]
-        wq_h = wq.reshape(h, d, width).transpose(0, 2, 1)  # (H, D, d)
-        m = self.scale * (wq_h @ k.astype(mx.float32).transpose(0, 1, 3, 2))  # (B, H, D, S)
-        m = m.transpose(0, 2, 1, 3).reshape(b, width, h * s)
-        wo_h = wo.reshape(width, h, d).transpose(1, 2, 0)  # (H, d, D)
-        vw = (v.astype(mx.float32) @ wo_h).reshape(b, h * s, width)  # (B, H·S, D)
-        return m.astype(k.dtype), vw.astype(k.dtype)
+        mt = (k.astype(mx.float32) @ wq.reshape(h, d, width)) * self.scale  # (B, H, S, D)
+        # VW_h^T = W_o,h V_h^T with W_o,h a column block of wo, read in place (strided rows):
+        # as (H, d, D) the weight would need a transposing copy, 5x slower on the CPU.
+        wo_h = wo.reshape(width, h, d).transpose(1, 0, 2)  # (H, D, d), no copy
+        vw = (wo_h @ v.astype(mx.float32).swapaxes(-1, -2)).swapaxes(-1, -2)  # (B, H, S, D)
+        return (
+            mt.reshape(b, h * s, width).astype(k.dtype),
+            vw.reshape(b, h * s, width).astype(k.dtype),
+        )
 
     def __call__(
         self, x: mx.array, kv: tuple[mx.array, mx.array], mask: mx.array | None
     ) -> mx.array:
         b, t, _ = x.shape
-        if kv[0].ndim == 3:  # folded (M, VW); keys / values are 4-D
-            m, vw = kv
-            scores = (x @ m).reshape(b, t, self.num_heads, -1)  # (B, t, H, S)
+        if kv[0].ndim == 3:  # folded (MT, VW); keys / values are 4-D
+            mt, vw = kv
+            scores = (x @ mt.swapaxes(-1, -2)).reshape(b, t, self.num_heads, -1)  # (B,t,H,S)
             if mask is not None:
                 scores = scores + mask  # (B, 1, 1, S)
             p = mx.softmax(scores, axis=-1, precise=True).reshape(b, t, -1)

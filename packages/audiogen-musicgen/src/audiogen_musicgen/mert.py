@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from audiogen_core.errors import InvalidInputError, MissingWeightsError, WeightsError
+from audiogen_core.fastmath import gelu_fast
 from audiogen_core.weights import (
     cast_floats,
     conv1d_to_mlx,
@@ -140,51 +141,12 @@ class MertConfig:
             raise WeightsError(f"{source}: unsupported MERT settings: {'; '.join(problems)}")
 
 
-# Eigen's float erf (x·P(x²)/Q(x²) on [-4, 4], the one XLA uses): |error| < 5e-7.
-_ERF_P = (
-    -1.60960333262415e-02,
-    -2.95459980854025e-03,
-    -7.34990630326855e-04,
-    -5.69250639462346e-05,
-    -2.10102402082508e-06,
-    2.77068142495902e-08,
-    -2.72614225801306e-10,
-)
-_ERF_Q = (
-    -1.42647390514189e-02,
-    -7.37332916720468e-03,
-    -1.68282697438203e-03,
-    -2.13374055278905e-04,
-    -1.45660718464996e-05,
-)
-
-
-def _gelu_rational(x: mx.array) -> mx.array:
-    """Exact-form GELU ``x·(1 + erf(x/√2))/2`` with erf as a rational polynomial: only
-    multiply-adds, which one compiled CPU kernel fuses, where MLX's CPU ``erf`` is scalar."""
-    z = mx.minimum(mx.maximum(x * 0.7071067811865476, -4.0), 4.0)
-    z2 = z * z
-    p = z2 * _ERF_P[6] + _ERF_P[5]
-    for c in reversed(_ERF_P[:5]):
-        p = p * z2 + c
-    q = z2 * _ERF_Q[4] + _ERF_Q[3]
-    for c in reversed(_ERF_Q[:3]):
-        q = q * z2 + c
-    return x * (0.5 + 0.5 * (z * p / q))
-
-
-# Traced per input shape; the generated C++ kernel is cached on disk by MLX (its first build, once
-# per machine, takes a second or two).
-_gelu_cpu = mx.compile(_gelu_rational)
-
-
 def _gelu(x: mx.array) -> mx.array:
     """Exact GELU (torch's ``nn.GELU()``, transformers' ``ACT2FN["gelu"]``). On the CPU, MLX's
     ``erf`` runs at ~50 ns/element and the feature encoder alone pushes 15M elements through
-    GELU for 3 s of audio; the fused rational form is ~5x faster there (tools/bench/mert.py)."""
-    if mx.default_device().type == mx.DeviceType.cpu:
-        return _gelu_cpu(x)
-    return nn.gelu(x)
+    GELU for 3 s of audio; ``fastmath.gelu_fast``'s fused rational form is ~5x faster there
+    (tools/bench/mert.py)."""
+    return gelu_fast(x)
 
 
 class _ChannelNorm(nn.Module):

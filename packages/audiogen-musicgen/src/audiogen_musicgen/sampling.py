@@ -152,6 +152,14 @@ def sample_next(
     return mx.random.categorical(logits, axis=-1, key=key).astype(mx.int32)
 
 
+def _compiled(fn: Callable[..., mx.array]) -> Callable[..., mx.array]:
+    """``mx.compile(fn)`` on a GPU, where fusing the CFG / warper elementwise ops saves kernel
+    launches each step. Not on the CPU: there a compiled graph is C++ built with g++ at run time
+    (~0.6 s of the first step of every generation, measured on the small model) to fuse a few
+    thousand elements' worth of arithmetic."""
+    return mx.compile(fn) if mx.default_device() == mx.gpu else fn
+
+
 def generate_codes(
     decoder: MusicGenDecoder,
     encoder_states: mx.array | None,
@@ -275,7 +283,7 @@ def generate_codes(
     first = 0
     if first_prefix is not None:
         # The prefix runs with the first step (one causal pass); every later step is one token.
-        pick_first = mx.compile(pick)
+        pick_first = _compiled(pick)
         tokens = pick_first(
             decoder.step(replicate(tokens), cache, first_prefix), step_keys[0], valid[0]
         )
@@ -316,7 +324,7 @@ def generate_codes(
                 on_step(t - 1, steps)
     else:
         # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
-        pick_compiled = mx.compile(pick)
+        pick_compiled = _compiled(pick)
         for t in range(first, steps):
             tokens = pick_compiled(decoder.step(replicate(tokens), cache), step_keys[t], valid[t])
             outputs.append(tokens)
