@@ -131,6 +131,22 @@ def check_out_dir(out_dir: Path, *, force: bool, src: Path | None = None) -> Pat
     return out
 
 
+def move_into_place(built: Path, target: Path, scratch: Path) -> None:
+    """Rename the complete conversion ``built`` to ``target``. An existing ``target`` (``--force``)
+    is first moved into ``scratch`` and put back if the second rename fails, so the target is
+    always either the old or the new copy, never half of either."""
+    if target.exists():
+        previous = scratch / "previous"
+        target.rename(previous)
+        try:
+            built.rename(target)
+        except OSError:
+            previous.rename(target)
+            raise
+    else:
+        built.rename(target)
+
+
 def _as_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
     if dtype is None:
         return None
@@ -233,16 +249,7 @@ def convert_musicgen(
         )
         (built / mg.MANIFEST).write_text(json.dumps(manifest, indent=1))
         mg.read_manifest(built)  # complete and ours before it replaces anything
-        if target.exists():  # --force: swap, and put the old copy back if the swap fails
-            previous = tmp / "previous"
-            target.rename(previous)
-            try:
-                built.rename(target)
-            except OSError:
-                previous.rename(target)
-                raise
-        else:
-            built.rename(target)
+        move_into_place(built, target, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Conversion(
@@ -259,6 +266,7 @@ __all__ = [
     "Conversion",
     "check_out_dir",
     "convert_musicgen",
+    "move_into_place",
     "resolve_source",
     "variant",
 ]

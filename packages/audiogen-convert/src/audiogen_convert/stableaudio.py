@@ -24,7 +24,7 @@ import mlx.core as mx
 
 from audiogen_convert import __version__
 from audiogen_convert import formats as fmt
-from audiogen_convert.musicgen import _as_dtype, _dtype_name, check_out_dir
+from audiogen_convert.musicgen import _as_dtype, _dtype_name, check_out_dir, move_into_place
 
 STABLE_AUDIO_REPO_PREFIX = "stabilityai/stable-audio"
 
@@ -116,16 +116,7 @@ def convert_stableaudio(
             },
         )
         manifest = sa.read_manifest(built)
-        if target.exists():  # --force: swap, and put the old copy back if the swap fails
-            previous = tmp / "previous"
-            target.rename(previous)
-            try:
-                built.rename(target)
-            except OSError:
-                previous.rename(target)
-                raise
-        else:
-            built.rename(target)
+        move_into_place(built, target, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return StableAudioConversion(
