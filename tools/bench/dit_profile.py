@@ -14,19 +14,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-try:
-    importlib.import_module("audiogen_core")
-except ImportError:
-    sys.path[:0] = [str(p) for p in sorted(ROOT.glob("packages/*/src"))]
-    importlib.import_module("audiogen_core")
-torch = importlib.import_module("torch")  # before mlx: cuDNN versions
+import _bootstrap
+
+_bootstrap.bootstrap(stub_audio_io=False)
+torch = importlib.import_module("torch")  # imported by bootstrap, before mlx
 
 import mlx.core as mx  # noqa: E402
 

@@ -19,19 +19,13 @@ import argparse
 import importlib.util
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-try:
-    importlib.import_module("audiogen_core")  # OpenBLAS preload before mlx
-except ImportError:  # a bare machine (the GPU box): the source tree
-    sys.path[:0] = [
-        str(p) for p in sorted(Path(__file__).resolve().parents[2].glob("packages/*/src"))
-    ]
-    importlib.import_module("audiogen_core")
-# torch before mlx: mlx[cuda13] loads an older cuDNN, which torch then refuses to use.
+import _bootstrap
+
+_bootstrap.bootstrap(stub_audio_io=False)
 torch = importlib.import_module("torch")
 
 import mlx.core as mx  # noqa: E402

@@ -54,46 +54,25 @@ import argparse
 import contextlib
 import datetime
 import gc
-import importlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import _bootstrap
+
 ROOT = Path(__file__).resolve().parents[2]
-AUDIO_IO_MODULES = ("soundfile", "soxr", "pyloudnorm")
-
-
-def _bootstrap() -> list[str]:
-    """Make ``audiogen_*`` importable from the source tree and stub the audio-file modules if
-    missing. Returns the stubbed names."""
-    try:
-        importlib.import_module("audiogen_core")  # first: the OpenBLAS preload precedes mlx
-    except ImportError:
-        sys.path[:0] = [str(p) for p in sorted((ROOT / "packages").glob("*/src"))]
-        importlib.import_module("audiogen_core")
-    # torch before mlx: mlx[cuda13] loads an older cuDNN, which torch then refuses to use.
-    importlib.import_module("torch")
-    stubbed = []
-    for name in AUDIO_IO_MODULES:
-        try:
-            importlib.import_module(name)
-        except (ImportError, OSError):  # soundfile raises OSError without libsndfile
-            sys.modules[name] = types.ModuleType(name)
-            stubbed.append(name)
-    sys.path.insert(0, str(ROOT / "tools"))  # musicgen_keys: the upstream configs
-    return stubbed
 
 
 # Before torch loads (see the docstring); OMP_WAIT_POLICY=ACTIVE in the environment overrides it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-STUBBED = _bootstrap()
+STUBBED = _bootstrap.bootstrap()
+sys.path.insert(0, str(ROOT / "tools"))  # musicgen_keys: the upstream configs
 
 import audiogen_core  # noqa: E402  - OpenBLAS preload before mlx
 from audiogen_core import backend  # noqa: E402
@@ -105,10 +84,7 @@ import torch  # noqa: E402
 
 from audiogen_musicgen import MusicGen, convert, sampling  # noqa: E402
 
-# Only audiogen_core.audio holds the stubs; others (transformers' find_spec checks) must see the
-# modules as absent, not as stubs without a spec.
-for _name in STUBBED:
-    del sys.modules[_name]
+_bootstrap.unstub(STUBBED)
 
 # name: (layers, hidden, heads, ffn, codebooks, audio channels)
 VARIANTS: dict[str, tuple[int, int, int, int, int, int]] = {

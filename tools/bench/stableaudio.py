@@ -63,44 +63,23 @@ import argparse
 import dataclasses
 import datetime
 import gc
-import importlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
+import _bootstrap
+
 ROOT = Path(__file__).resolve().parents[2]
-AUDIO_IO_MODULES = ("soundfile", "soxr", "pyloudnorm")
 TOKENIZER = ROOT / "tests" / "fixtures" / "t5" / "tokenizer"
 
 
-def _bootstrap() -> list[str]:
-    """Make ``audiogen_*`` importable from the source tree and stub the audio-file modules if
-    missing. Returns the stubbed names."""
-    try:
-        importlib.import_module("audiogen_core")  # first: the OpenBLAS preload precedes mlx
-    except ImportError:
-        sys.path[:0] = [str(p) for p in sorted((ROOT / "packages").glob("*/src"))]
-        importlib.import_module("audiogen_core")
-    # torch before mlx: mlx[cuda13] loads an older cuDNN, which torch then refuses to use.
-    importlib.import_module("torch")
-    stubbed = []
-    for name in AUDIO_IO_MODULES:
-        try:
-            importlib.import_module(name)
-        except (ImportError, OSError):  # soundfile raises OSError without libsndfile
-            sys.modules[name] = types.ModuleType(name)
-            stubbed.append(name)
-    return stubbed
-
-
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-STUBBED = _bootstrap()
+STUBBED = _bootstrap.bootstrap()
 
 import audiogen_core  # noqa: E402  - OpenBLAS preload before mlx
 from audiogen_core import backend, oobleck, t5  # noqa: E402
@@ -119,8 +98,7 @@ from audiogen_stableaudio.conditioners import StableAudioConditioners  # noqa: E
 from audiogen_stableaudio.config import ConditioningConfig, DiTConfig  # noqa: E402
 from audiogen_stableaudio.dit import StableAudioDiT  # noqa: E402
 
-for _name in STUBBED:  # only audiogen_core.audio needed them; transformers must see them absent
-    del sys.modules[_name]
+_bootstrap.unstub(STUBBED)
 
 # name: DiT kwargs (diffusers StableAudioDiTModel), T5 max length, latents, steps, cfg, our sampler
 VARIANTS: dict[str, dict[str, Any]] = {
