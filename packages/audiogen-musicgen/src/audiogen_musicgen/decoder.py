@@ -367,10 +367,14 @@ class MusicGenDecoder(nn.Module):
         if fold is None:  # auto: when it also reads fewer bytes than q_proj + out_proj
             fold = self.config.num_attention_heads * states.shape[1] <= self.config.hidden_size
         if fold:
-            cross_kv = [
-                layer.encoder_attn.fold(k, v)
-                for layer, (k, v) in zip(self.layers, cross_kv, strict=True)
-            ]
+            folded = []
+            for layer, (k, v) in zip(self.layers, cross_kv, strict=True):
+                folded.append(layer.encoder_attn.fold(k, v))
+                # One layer at a time: fold's float32 copies of W_q / W_o are transient, and a
+                # lazy graph over every layer would hold all of them at once (~1.5 GB for
+                # musicgen-large in fp16) before the first step.
+                mx.eval(folded[-1])
+            cross_kv = folded
         return KVCache(self.config, states.shape[0], max_len, cross_kv, mask, dtype)
 
     def embed(self, input_ids: mx.array, offset: int, prefix: mx.array | None = None) -> mx.array:
