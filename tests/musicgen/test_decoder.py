@@ -333,6 +333,28 @@ def test_folded_cross_attention_matches_the_projections(fixtures_dir: Path, name
     )
 
 
+@pytest.mark.parametrize("fold", [False, True], ids=["plain", "folded"])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_matvec_projections_match_transformers(fixtures_dir: Path, name: str, fold: bool) -> None:
+    """``project``'s batched-matvec form of the decode-step linears (the GPU default, forced on
+    here): every step's logits match transformers' generation logits, and the greedy CFG codes
+    are identical on both decode paths."""
+    model, data = _load_fixture(fixtures_dir, name)
+    model.matvec, model.fold_cross_attention = True, fold
+    states, mask = mx.array(data["encoder_hidden_states"]), mx.array(data["attention_mask"])
+    assert model.make_cache(states, mask, 4).matvec
+    got = _replay_logits(model, states, mask, data["codes"])
+    err = np.abs(got - data["gen_logits"]).max()
+    assert err <= ATOL, f"{err:.2e}"
+    for static in (False, True):
+        codes = generate_codes(
+            model, states, mask, data["codes"].shape[-1], greedy=True, static=static
+        )
+        np.testing.assert_array_equal(np.array(codes), data["codes"])
+    model.matvec = None  # auto: the CPU keeps x @ W^T
+    assert not model.make_cache(states, mask, 4).matvec
+
+
 def test_fold_uses_the_dequantized_weights_of_quantized_projections() -> None:
     from audiogen_musicgen.decoder import CrossAttention
 

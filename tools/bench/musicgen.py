@@ -583,6 +583,7 @@ def bench_variant(
             n = quantize_linears(model.decoder, args.quantize, group_size=64)
             log(f"[{variant}] ours: {n} decoder linears quantized to {args.quantize} bits")
         model.decoder.fold_cross_attention = {"auto": None, "on": True, "off": False}[args.fold]
+        model.decoder.matvec = {"auto": None, "on": True, "off": False}[args.matvec]
         result["ours_load_s"] = time.perf_counter() - t
         log(f"[{variant}] ours loaded in {result['ours_load_s']:.1f} s")
         return model
@@ -695,6 +696,12 @@ def main() -> int:
         choices=("auto", "on", "off"),
         default="auto",
         help="ours: cross-attention folded into the text keys/values (CrossAttention.fold)",
+    )
+    ap.add_argument(
+        "--matvec",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="ours: decode-step linears as batched matvecs (decoder.project)",
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     ap.add_argument("--sequential", action="store_true", help="never hold both models at once")

@@ -57,6 +57,23 @@ def _sinusoids(num_positions: int, dim: int) -> np.ndarray:
     return emb.astype(np.float32)
 
 
+def project(linear: nn.Module, x: mx.array, matvec: bool = False) -> mx.array:
+    """``linear(x)`` for ``x (B, T, D_in)``; with ``matvec`` and one position (a decode step),
+    computed as ``W @ x_b`` for each row b, a batch of matrix-vector products sharing one
+    (broadcast) matrix.
+
+    Why: MLX's CUDA matmul hands an ``(M >= 2) x K`` block to cuBLASLt, which is stream-captured
+    into MLX's CUDA graph per call (~14 µs per batch-2 matvec on an H100, measured in
+    tools/bench/mlx_overhead.py, whatever the size), while an ``N == 1`` product with a
+    stride-0 batch of matrices goes to MLX's own gemv kernel, added as one kernel node. The
+    matrix is streamed once per row; rows after the first mostly hit L2. Dense float weights
+    without bias only (quantized layers keep ``quantized_matmul``)."""
+    if matvec and x.shape[1] == 1 and type(linear) is nn.Linear and "bias" not in linear:
+        b, _, k = x.shape
+        return (linear.weight @ x.reshape(b, k, 1)).reshape(b, 1, -1)
+    return linear(x)
+
+
 def _has_padding(mask: mx.array) -> bool:
     """Whether some row mixes real (1) and padded (0) tokens (one host read per generation)."""
     rows = np.asarray(mask) != 0
@@ -80,8 +97,10 @@ class KVCache:
         cross_kv: list[tuple[mx.array, mx.array]] | None,
         cross_mask: mx.array | None,
         dtype: mx.Dtype = mx.float32,
+        matvec: bool = False,
     ) -> None:
         shape = (batch, config.num_attention_heads, max_len, config.head_dim)
+        self.matvec = matvec  # one-position projections as batched matvecs (see ``project``)
         self.keys = [mx.zeros(shape, dtype) for _ in range(config.num_hidden_layers)]
         self.values = [mx.zeros(shape, dtype) for _ in range(config.num_hidden_layers)]
         self.cross_kv = cross_kv  # None for prefix-conditioned (melody) decoders
@@ -110,7 +129,7 @@ class SelfAttention(nn.Module):
     def __call__(self, x: mx.array, cache: KVCache, layer: int) -> mx.array:
         b, t, _ = x.shape
         # reshape -> transpose -> one Split: 3 primitives (indexing qkv[i] costs a Gather each).
-        qkv = self.qkv_proj(x).reshape(b, t, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
+        qkv = project(self.qkv_proj, x, cache.matvec).reshape(b, t, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
         q, k, v = mx.split(qkv, 3, axis=1)
         k, v = cache.update(layer, k, v)
         # Keys end at the query block's end, so the bottom-right aligned "causal" mask is exact;
@@ -122,20 +141,28 @@ class SelfAttention(nn.Module):
         else:
             mask = "causal" if t > 1 else None
             out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1))
+        return project(self.out_proj, out.transpose(0, 2, 1, 3).reshape(b, t, -1), cache.matvec)
 
     def static(
-        self, x: mx.array, keys: mx.array, values: mx.array, offset: mx.array, mask: mx.array
+        self,
+        x: mx.array,
+        keys: mx.array,
+        values: mx.array,
+        offset: mx.array,
+        mask: mx.array,
+        matvec: bool = False,
     ) -> tuple[mx.array, mx.array, mx.array]:
         """One query against the whole preallocated cache: the write position is an array and
         ``mask`` hides the unwritten tail, so shapes never change and the step compiles once."""
         b, t, _ = x.shape
-        qkv = self.qkv_proj(x).reshape(b, t, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
+        qkv = project(self.qkv_proj, x, matvec)
+        qkv = qkv.reshape(b, t, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
         q, k, v = mx.split(qkv, 3, axis=1)
         keys = mx.slice_update(keys, k, offset, axes=(2,))
         values = mx.slice_update(values, v, offset, axes=(2,))
         out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
-        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1)), keys, values
+        out = project(self.out_proj, out.transpose(0, 2, 1, 3).reshape(b, t, -1), matvec)
+        return out, keys, values
 
 
 def _dense_weight(linear: nn.Module) -> mx.array:
@@ -159,7 +186,8 @@ class CrossAttention(nn.Module):
     them once (``fold``): with ``K_h``, ``V_h`` the S text keys / values of head h,
     ``scores_h = scale · (x W_q,h^T) K_h^T = x M_h`` with ``M_h = scale · W_q,h^T K_h^T``
     (D × S), and the output ``Σ_h softmax(scores_h) V_h W_o,h^T = P · VW`` with
-    ``VW_h = V_h W_o,h^T`` (S × D). A step then costs one (D × H·S) and one (H·S × D) product and
+    ``VW_h = V_h W_o,h^T`` (S × D), kept transposed (``VW^T``, D × H·S) so that both products
+    are matrix-vector products with a row-major matrix (MLX's gemv kernel on a GPU). A step then costs one (D × H·S) and one (H·S × D) product and
     a softmax instead of q_proj, attention and out_proj (D × D each): fewer kernels and, while
     H·S <= D (prompts up to head_dim tokens), fewer bytes. On a GPU a decoder step is bound by
     kernel count, and this was measured in tools/bench/musicgen.py.
@@ -181,10 +209,11 @@ class CrossAttention(nn.Module):
         return k, v
 
     def fold(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
-        """``(MT, VW)``, both ``(B, H·S, D)``, from keys / values ``(B, H, S, d)``: ``MT`` is
-        ``M`` transposed (row ``h·S + s`` = ``scale · K_h[s] W_q,h``), so both are products of
-        the small keys / values with a contiguous view of the weights, broadcast over the
-        batch, and need no transposing copy. Computed in float32, stored in the keys' dtype."""
+        """``(MT, VWT)``, ``(B, H·S, D)`` and ``(B, D, H·S)``, from keys / values
+        ``(B, H, S, d)``: ``MT`` is ``M`` transposed (row ``h·S + s`` = ``scale · K_h[s] W_q,h``)
+        and ``VWT`` is ``VW`` transposed. Both are products of the small keys / values with a
+        contiguous view of the weights, broadcast over the batch (no transposing copy of a
+        weight). Computed in float32, stored in the keys' dtype."""
         b, h, s, d = k.shape
         wq = _dense_weight(self.q_proj).astype(mx.float32)  # (D, D): rows h·d .. (h+1)·d
         wo = _dense_weight(self.out_proj).astype(mx.float32)  # (D, D): columns likewise
@@ -193,26 +222,31 @@ class CrossAttention(nn.Module):
         # VW_h^T = W_o,h V_h^T with W_o,h a column block of wo, read in place (strided rows):
         # as (H, d, D) the weight would need a transposing copy, 5x slower on the CPU.
         wo_h = wo.reshape(width, h, d).transpose(1, 0, 2)  # (H, D, d), no copy
-        vw = (wo_h @ v.astype(mx.float32).swapaxes(-1, -2)).swapaxes(-1, -2)  # (B, H, S, D)
-        return (
-            mt.reshape(b, h * s, width).astype(k.dtype),
-            vw.reshape(b, h * s, width).astype(k.dtype),
-        )
+        vwt = wo_h @ v.astype(mx.float32).swapaxes(-1, -2)  # (B, H, D, S)
+        vwt = vwt.transpose(0, 2, 1, 3).reshape(b, width, h * s)  # (B, D, H·S), column h·S + s
+        return mt.reshape(b, h * s, width).astype(k.dtype), vwt.astype(k.dtype)
 
     def __call__(
-        self, x: mx.array, kv: tuple[mx.array, mx.array], mask: mx.array | None
+        self,
+        x: mx.array,
+        kv: tuple[mx.array, mx.array],
+        mask: mx.array | None,
+        matvec: bool = False,
     ) -> mx.array:
         b, t, _ = x.shape
-        if kv[0].ndim == 3:  # folded (MT, VW); keys / values are 4-D
-            mt, vw = kv
+        if kv[0].ndim == 3:  # folded (MT, VWT); keys / values are 4-D
+            mt, vwt = kv
+            # x (B,1,D) against MT^T, a transposed view: already MLX's gemv on a GPU.
             scores = (x @ mt.swapaxes(-1, -2)).reshape(b, t, self.num_heads, -1)  # (B,t,H,S)
             if mask is not None:
                 scores = scores + mask  # (B, 1, 1, S)
             p = mx.softmax(scores, axis=-1, precise=True).reshape(b, t, -1)
-            return p @ vw
-        q = self.q_proj(x).reshape(b, t, self.num_heads, -1).transpose(0, 2, 1, 3)
+            if matvec and t == 1:
+                return (vwt @ p.reshape(b, -1, 1)).reshape(b, 1, -1)
+            return p @ vwt.swapaxes(-1, -2)
+        q = project(self.q_proj, x, matvec).reshape(b, t, self.num_heads, -1).transpose(0, 2, 1, 3)
         out = mx.fast.scaled_dot_product_attention(q, kv[0], kv[1], scale=self.scale, mask=mask)
-        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, -1))
+        return project(self.out_proj, out.transpose(0, 2, 1, 3).reshape(b, t, -1), matvec)
 
 
 class DecoderLayer(nn.Module):
@@ -237,9 +271,16 @@ class DecoderLayer(nn.Module):
             if cache.cross_kv is None:
                 raise ValueError("this decoder cross-attends: build its cache with text states")
             x = x + self.encoder_attn(
-                self.encoder_attn_layer_norm(x), cache.cross_kv[layer], cache.cross_mask
+                self.encoder_attn_layer_norm(x),
+                cache.cross_kv[layer],
+                cache.cross_mask,
+                cache.matvec,
             )
-        return x + self.fc2(self.activation(self.fc1(self.final_layer_norm(x))))
+        return x + self.feed_forward(x, cache.matvec)
+
+    def feed_forward(self, x: mx.array, matvec: bool) -> mx.array:
+        h = self.activation(project(self.fc1, self.final_layer_norm(x), matvec))
+        return project(self.fc2, h, matvec)
 
     def static(
         self,
@@ -250,14 +291,17 @@ class DecoderLayer(nn.Module):
         mask: mx.array,
         cross_kv: tuple[mx.array, mx.array] | None,
         cross_mask: mx.array | None,
+        matvec: bool = False,
     ) -> tuple[mx.array, mx.array, mx.array]:
         h, keys, values = self.self_attn.static(
-            self.self_attn_layer_norm(x), keys, values, offset, mask
+            self.self_attn_layer_norm(x), keys, values, offset, mask, matvec
         )
         x = x + h
         if cross_kv is not None:
-            x = x + self.encoder_attn(self.encoder_attn_layer_norm(x), cross_kv, cross_mask)
-        return x + self.fc2(self.activation(self.fc1(self.final_layer_norm(x)))), keys, values
+            x = x + self.encoder_attn(
+                self.encoder_attn_layer_norm(x), cross_kv, cross_mask, matvec
+            )
+        return x + self.feed_forward(x, matvec), keys, values
 
 
 class MusicGenDecoder(nn.Module):
@@ -282,6 +326,17 @@ class MusicGenDecoder(nn.Module):
         self._positions: mx.array | None = None
         # CrossAttention.fold: None = for prompts with H·S <= D, True = always, False = never.
         self.fold_cross_attention: bool | None = None
+        # ``project``'s batched matvecs for decode steps: None = on a GPU for up to
+        # MATVEC_MAX_ROWS rows (beyond that cuBLAS's one pass over the weights wins), True /
+        # False = always / never.
+        self.matvec: bool | None = None
+
+    MATVEC_MAX_ROWS = 8
+
+    def use_matvec(self, batch: int) -> bool:
+        if self.matvec is not None:
+            return self.matvec
+        return mx.default_device() == mx.gpu and batch <= self.MATVEC_MAX_ROWS
 
     def positions(self, length: int) -> mx.array:
         """The sinusoid table, at least ``length`` rows (upstream also grows it past
@@ -347,7 +402,7 @@ class MusicGenDecoder(nn.Module):
             if batch is None:
                 raise ValueError("a decoder without cross-attention needs make_cache(batch=...)")
             dtype = dtype or self.lm_heads.weight.dtype
-            return KVCache(self.config, batch, max_len, None, None, dtype)
+            return KVCache(self.config, batch, max_len, None, None, dtype, self.use_matvec(batch))
         if encoder_hidden_states is None:
             raise ValueError("this decoder cross-attends to text: pass encoder_hidden_states")
         states = self.encoder_states(encoder_hidden_states, encoder_attention_mask)
@@ -375,7 +430,10 @@ class MusicGenDecoder(nn.Module):
                 # musicgen-large in fp16) before the first step.
                 mx.eval(folded[-1])
             cross_kv = folded
-        return KVCache(self.config, states.shape[0], max_len, cross_kv, mask, dtype)
+        batch = states.shape[0]
+        return KVCache(
+            self.config, batch, max_len, cross_kv, mask, dtype, self.use_matvec(batch)
+        )
 
     def embed(self, input_ids: mx.array, offset: int, prefix: mx.array | None = None) -> mx.array:
         """Summed codebook embeddings plus positions: ``(B, K, T)`` ids -> ``(B, T, D)``; with a
@@ -403,7 +461,7 @@ class MusicGenDecoder(nn.Module):
         cache.offset += p + t
         if p:
             x = x[:, p:]
-        logits = self.lm_heads(self.layer_norm(x))  # (B, T, K·V)
+        logits = project(self.lm_heads, self.layer_norm(x), cache.matvec)  # (B, T, K·V)
         return logits.reshape(b, t, k, -1).transpose(0, 2, 1, 3)
 
     def static_step(
@@ -414,11 +472,12 @@ class MusicGenDecoder(nn.Module):
         values: list[mx.array],
         cross_kv: list[tuple[mx.array, mx.array]] | None,
         cross_mask: mx.array | None,
+        matvec: bool = False,
     ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
         """``step`` for one position with fixed shapes, for ``mx.compile``: ``offset`` is an
         int32 array ``(1,)``, the caches are inputs and outputs (written with a slice update
         that reuses the buffer once the caller drops the old array). Returns logits
-        ``(B, K, 1, V)`` and the new caches."""
+        ``(B, K, 1, V)`` and the new caches. ``matvec``: see ``project``."""
         b, k, _ = input_ids.shape
         max_len = keys[0].shape[2]
         x = self.embed_tokens(input_ids + self._codebook_offsets).sum(axis=1)
@@ -429,10 +488,10 @@ class MusicGenDecoder(nn.Module):
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
             kv = None if cross_kv is None else cross_kv[i]
-            x, kc, vc = layer.static(x, keys[i], values[i], offset, mask, kv, cross_mask)
+            x, kc, vc = layer.static(x, keys[i], values[i], offset, mask, kv, cross_mask, matvec)
             new_keys.append(kc)
             new_values.append(vc)
-        logits = self.lm_heads(self.layer_norm(x))  # (B, 1, K·V)
+        logits = project(self.lm_heads, self.layer_norm(x), matvec)  # (B, 1, K·V)
         return logits.reshape(b, 1, k, -1).transpose(0, 2, 1, 3), new_keys, new_values
 
     def __call__(

@@ -301,7 +301,13 @@ def generate_codes(
             keep: mx.array,
         ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
             logits, keys, values = decoder.static_step(
-                replicate(tokens), offset, keys, values, cache.cross_kv, cache.cross_mask
+                replicate(tokens),
+                offset,
+                keys,
+                values,
+                cache.cross_kv,
+                cache.cross_mask,
+                cache.matvec,
             )
             return pick(logits, step_key, keep), keys, values
 
