@@ -159,10 +159,10 @@ def test_cache_is_preallocated_and_bounded(fixtures_dir: Path) -> None:
     cache = model.make_cache(states, mx.array(data["attention_mask"]), 5)
     assert isinstance(cache, KVCache)
     shape = (2, cfg.num_attention_heads, 5, cfg.head_dim)
-    assert all(k.shape == shape for k in cache.keys + cache.values)
+    assert all(kv.shape == (2, *shape) for kv in cache.kv)
     tokens = mx.full((2, cfg.num_codebooks, 3), cfg.pad_token_id, dtype=mx.int32)
     model.step(tokens, cache)
-    assert cache.offset == 3 and all(k.shape == shape for k in cache.keys)
+    assert cache.offset == 3 and all(kv.shape == (2, *shape) for kv in cache.kv)
     with pytest.raises(ValueError, match="5 positions"):
         model.step(tokens, cache)
 

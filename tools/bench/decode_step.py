@@ -8,8 +8,8 @@ step's linears (``audiogen_musicgen.decoder.project``) buys.
    ``total`` adds the wait: when the two are close the chain is bound by the host.
 2. The decoder loop (random full-size weights, fp16, CFG batch 2, a 20-token prompt, top-k 250):
    steps/s from two generation lengths (so the one-time fold and first step cancel), for the
-   matvec form off / on and the eager / compiled static step; and the host issue time of 200
-   bare ``decoder.step`` calls against their total.
+   eager step with the matvec form off / on and (``--fused``) the compiled fused step of
+   ``cuda_step``; and the host issue time of 200 bare eager steps against their total.
 3. The primitives in one step (``mx.export_to_dot``), per kind.
 
     python3 tools/bench/decode_step.py [--models small,medium,large] [--dtype float16]
@@ -32,6 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 
+from audiogen_musicgen import sampling  # noqa: E402
 from audiogen_musicgen.config import DecoderConfig  # noqa: E402
 from audiogen_musicgen.decoder import MusicGenDecoder  # noqa: E402
 from audiogen_musicgen.sampling import generate_codes  # noqa: E402
@@ -133,7 +134,10 @@ def build(name: str, dt: mx.Dtype) -> MusicGenDecoder:
     return dec
 
 
-def loop(dec: MusicGenDecoder, dt: mx.Dtype, matvec: bool, static: bool) -> float:
+def loop(
+    dec: MusicGenDecoder, dt: mx.Dtype, matvec: bool, static: bool | None, lag: int = 0
+) -> float:
+    """steps/s; ``lag`` > 0: with an ``on_step`` callback trailing by that many steps."""
     d = dec.config.hidden_size
     states = (mx.random.normal((1, 20, d)) * 0.5).astype(dt)
     mask = mx.ones((1, 20), mx.int32)
@@ -142,7 +146,11 @@ def loop(dec: MusicGenDecoder, dt: mx.Dtype, matvec: bool, static: bool) -> floa
 
     def gen(frames: int) -> float:
         t = time.perf_counter()
-        codes = generate_codes(dec, states, mask, frames, top_k=250, key=1, static=static)
+        sampling.PROGRESS_LAG[True] = sampling.PROGRESS_LAG[False] = max(lag, 1)
+        on_step = (lambda done, total: None) if lag else None
+        codes = generate_codes(
+            dec, states, mask, frames, top_k=250, key=1, static=static, on_step=on_step
+        )
         mx.eval(codes)
         return time.perf_counter() - t
 
@@ -170,14 +178,19 @@ def issue_vs_total(dec: MusicGenDecoder, dt: mx.Dtype, matvec: bool) -> tuple[fl
     return issue / 200, (time.perf_counter() - t) / 200
 
 
-def count_primitives(dec: MusicGenDecoder, dt: mx.Dtype, matvec: bool) -> dict[str, int]:
+def count_primitives(dec: MusicGenDecoder, dt: mx.Dtype, matvec: bool | None) -> dict[str, int]:
+    """Primitives of one eager step (matvec False / True) or one fused step (None)."""
     d = dec.config.hidden_size
     dec.matvec = matvec
     states = mx.concatenate([mx.random.normal((1, 20, d)).astype(dt)] * 2)
     cache = dec.make_cache(states, mx.ones((2, 20), mx.int32), 16)
     ids = mx.zeros((2, 4, 1), mx.int32)
     mx.eval(dec.step(ids, cache))
-    logits = dec.step(ids, cache)
+    if matvec is None:
+        offset = mx.array([1], mx.int32)
+        logits, _ = dec.fused_step(ids, offset, cache.kv, cache.cross_kv, cache.cross_mask)
+    else:
+        logits = dec.step(ids, cache)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "step.dot"
         mx.export_to_dot(str(path), logits)
@@ -194,6 +207,13 @@ def main() -> None:
     ap.add_argument("--models", default="small,medium,large")
     ap.add_argument("--dtype", default="float16")
     ap.add_argument("--skip-micro", action="store_true")
+    ap.add_argument("--fused", action="store_true", help="also the fused CUDA step")
+    ap.add_argument(
+        "--lags",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[],
+        help="only the fused step, with on_step progress trailing by each lag (0: none)",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     dt = getattr(mx, args.dtype)
@@ -210,13 +230,17 @@ def main() -> None:
     for name in args.models.split(","):
         dec = build(name, dt)
         res: dict[str, object] = {}
-        for matvec in (False, True):
+        for lag in args.lags:
+            res[f"steps/s fused, progress lag {lag}"] = loop(dec, dt, True, None, lag)
+        for matvec in (False, True) if not args.lags else ():
             res[f"primitives matvec={matvec}"] = count_primitives(dec, dt, matvec)
             iss, tot = issue_vs_total(dec, dt, matvec)
             res[f"step matvec={matvec}: issue_ms"] = iss * 1e3
             res[f"step matvec={matvec}: total_ms"] = tot * 1e3
-            for static in (False, True):
-                res[f"steps/s matvec={matvec} static={static}"] = loop(dec, dt, matvec, static)
+            res[f"steps/s eager matvec={matvec}"] = loop(dec, dt, matvec, False)
+        if args.fused and not args.lags:
+            res["primitives fused"] = count_primitives(dec, dt, None)
+            res["steps/s fused"] = loop(dec, dt, True, None)
         models[name] = res
         for k, v in res.items():
             print(f"{name}: {k}: {v if isinstance(v, dict) else round(v, 3)}", flush=True)

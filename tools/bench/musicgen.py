@@ -25,8 +25,8 @@ and when the last step is done, which give:
 Ours is timed through ``generate``'s ``progress`` callback (with it, the loop waits each step for
 the step before last, keeping one step queued) plus one host sync after T5; transformers through
 a stopping criterion called after every step (its loop syncs every step anyway) and a forward
-hook on the text encoder. On a GPU ours runs the compiled fixed-shape step (``static_step``), as
-``generate_codes`` does there by default. A short generation warms both sides up, then ``--runs``
+hook on the text encoder. On MLX's CUDA backend ours runs the compiled fused step
+(``fused_step``), as ``generate_codes`` does there by default. A short generation warms both sides up, then ``--runs``
 runs alternate transformers and ours when both models fit in memory together (else all
 transformers runs, the torch model freed, then ours).
 
@@ -425,8 +425,9 @@ def run_torch(torch: Any, model: Any, ids: Any, frames: int, seed: int) -> dict[
 
 def profile_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
     """Ours' decode loop with a host sync after the decoder step and after sampling, to split a
-    step's time (the synced loop is slower than the real, asynchronous one). On a GPU the
-    decoder step is the compiled fixed-shape ``static_step`` that ``generate_codes`` uses there."""
+    step's time (the synced loop is slower than the real, asynchronous one). Where
+    ``can_fuse`` allows (MLX's CUDA backend) the decoder step is the compiled ``fused_step``
+    that ``generate_codes`` uses there, else the eager step."""
     decoder = model.decoder
     config = decoder.config
     states, mask = model.encode_text(PROMPT)
@@ -436,7 +437,8 @@ def profile_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
     cache = decoder.make_cache(states, mask, steps)
     k = config.num_codebooks
     keys = mx.random.split(mx.random.key(seed), steps)
-    static = mx.default_device() == mx.gpu and hasattr(decoder, "static_step")
+    fused = decoder.can_fuse(cache)
+    static = fused  # as generate_codes decides by default
 
     def pick(logits: mx.array, key: mx.array) -> mx.array:
         logits = logits.reshape(-1, k, logits.shape[-1])
@@ -445,9 +447,11 @@ def profile_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
         return sampling.sample_next(guided, key, top_k=TOP_K)[..., None]
 
     def static_step(
-        ids: mx.array, offset: mx.array, ks: list[mx.array], vs: list[mx.array]
-    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
-        return decoder.static_step(ids, offset, ks, vs, cache.cross_kv, cache.cross_mask)
+        ids: mx.array, offset: mx.array, kv: list[mx.array]
+    ) -> tuple[mx.array, list[mx.array]]:
+        if fused:
+            return decoder.fused_step(ids, offset, kv, cache.cross_kv, cache.cross_mask)
+        return decoder.static_step(ids, offset, kv, cache.cross_kv, cache.cross_mask)
 
     pick_compiled = mx.compile(pick)
     step_compiled = mx.compile(static_step)
@@ -460,9 +464,7 @@ def profile_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
         t0 = time.perf_counter()
         ids = mx.concatenate([tokens, tokens])
         if static:
-            logits, cache.keys, cache.values = step_compiled(
-                ids, offsets[t], cache.keys, cache.values
-            )
+            logits, cache.kv = step_compiled(ids, offsets[t], cache.kv)
         else:
             logits = decoder.step(ids, cache)
         mx.eval(logits)
@@ -473,7 +475,7 @@ def profile_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
         t_pick.append(time.perf_counter() - t1)
     dec, pck = statistics.median(t_dec[1:]), statistics.median(t_pick[1:])
     return {
-        "static_step": float(static),
+        "fused_step": float(static),
         "decoder_step_ms": 1e3 * dec,
         "sampling_ms": 1e3 * pck,
         "synced_steps_per_s": 1 / (dec + pck),
@@ -670,7 +672,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         if prof:
             print(
                 f"{res['variant']:14} ours profile (synced"
-                f"{', static step' if prof['static_step'] else ''}): decoder step "
+                f"{', fused step' if prof['fused_step'] else ''}): decoder step "
                 f"{prof['decoder_step_ms']:.1f} ms + sampling {prof['sampling_ms']:.1f} ms "
                 f"= {prof['synced_steps_per_s']:.2f} steps/s"
             )

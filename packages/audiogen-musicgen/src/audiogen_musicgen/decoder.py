@@ -28,6 +28,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from audiogen_musicgen import cuda_step
 from audiogen_musicgen.config import DecoderConfig
 
 _ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
@@ -74,6 +75,10 @@ def project(linear: nn.Module, x: mx.array, matvec: bool = False) -> mx.array:
     return linear(x)
 
 
+def _norm(ln: nn.LayerNorm) -> tuple[mx.array, mx.array, float]:
+    return ln.weight, ln.bias, ln.eps
+
+
 def _has_padding(mask: mx.array) -> bool:
     """Whether some row mixes real (1) and padded (0) tokens (one host read per generation)."""
     rows = np.asarray(mask) != 0
@@ -83,9 +88,11 @@ def _has_padding(mask: mx.array) -> bool:
 class KVCache:
     """Attention state for one generation, passed explicitly to ``MusicGenDecoder.step``.
 
-    Self-attention K/V are preallocated for the whole generation, shape ``(B, heads, max_len,
-    head_dim)`` per layer, and written at the step offset with a slice update (which reuses the
-    buffer once the previous array is no longer referenced) instead of growing by concatenation.
+    Self-attention K/V are preallocated for the whole generation, one ``(2, B, heads, max_len,
+    head_dim)`` array per layer (keys, then values: one slice update writes both, and each half
+    is a plain ``(B, heads, ·, head_dim)`` view for attention), written at the step offset with
+    a slice update (which reuses the buffer once the previous array is no longer referenced)
+    instead of growing by concatenation.
     Cross-attention K/V and the additive key mask are computed once from the encoder states.
     """
 
@@ -99,10 +106,9 @@ class KVCache:
         dtype: mx.Dtype = mx.float32,
         matvec: bool = False,
     ) -> None:
-        shape = (batch, config.num_attention_heads, max_len, config.head_dim)
+        shape = (2, batch, config.num_attention_heads, max_len, config.head_dim)
         self.matvec = matvec  # one-position projections as batched matvecs (see ``project``)
-        self.keys = [mx.zeros(shape, dtype) for _ in range(config.num_hidden_layers)]
-        self.values = [mx.zeros(shape, dtype) for _ in range(config.num_hidden_layers)]
+        self.kv = [mx.zeros(shape, dtype) for _ in range(config.num_hidden_layers)]
         self.cross_kv = cross_kv  # None for prefix-conditioned (melody) decoders
         self.cross_mask = cross_mask
         self.max_len = max_len
@@ -112,9 +118,9 @@ class KVCache:
         """Write ``k``, ``v`` (B, heads, T, head_dim) at the current offset and return the
         valid prefix of the layer's cache (the offset advances in ``MusicGenDecoder.step``)."""
         start, end = self.offset, self.offset + k.shape[2]
-        self.keys[layer][:, :, start:end, :] = k
-        self.values[layer][:, :, start:end, :] = v
-        return self.keys[layer][:, :, :end, :], self.values[layer][:, :, :end, :]
+        self.kv[layer][:, :, :, start:end, :] = mx.stack([k, v])
+        kv = self.kv[layer]
+        return kv[0, :, :, :end, :], kv[1, :, :, :end, :]
 
 
 class SelfAttention(nn.Module):
@@ -129,7 +135,11 @@ class SelfAttention(nn.Module):
     def __call__(self, x: mx.array, cache: KVCache, layer: int) -> mx.array:
         b, t, _ = x.shape
         # reshape -> transpose -> one Split: 3 primitives (indexing qkv[i] costs a Gather each).
-        qkv = project(self.qkv_proj, x, cache.matvec).reshape(b, t, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
+        qkv = (
+            project(self.qkv_proj, x, cache.matvec)
+            .reshape(b, t, 3 * self.num_heads, -1)
+            .transpose(0, 2, 1, 3)
+        )
         q, k, v = mx.split(qkv, 3, axis=1)
         k, v = cache.update(layer, k, v)
         # Keys end at the query block's end, so the bottom-right aligned "causal" mask is exact;
@@ -144,25 +154,18 @@ class SelfAttention(nn.Module):
         return project(self.out_proj, out.transpose(0, 2, 1, 3).reshape(b, t, -1), cache.matvec)
 
     def static(
-        self,
-        x: mx.array,
-        keys: mx.array,
-        values: mx.array,
-        offset: mx.array,
-        mask: mx.array,
-        matvec: bool = False,
-    ) -> tuple[mx.array, mx.array, mx.array]:
+        self, x: mx.array, kv: mx.array, offset: mx.array, mask: mx.array, matvec: bool = False
+    ) -> tuple[mx.array, mx.array]:
         """One query against the whole preallocated cache: the write position is an array and
         ``mask`` hides the unwritten tail, so shapes never change and the step compiles once."""
         b, t, _ = x.shape
         qkv = project(self.qkv_proj, x, matvec)
         qkv = qkv.reshape(b, t, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
         q, k, v = mx.split(qkv, 3, axis=1)
-        keys = mx.slice_update(keys, k, offset, axes=(2,))
-        values = mx.slice_update(values, v, offset, axes=(2,))
-        out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
+        kv = mx.slice_update(kv, mx.stack([k, v]), offset, axes=(3,))
+        out = mx.fast.scaled_dot_product_attention(q, kv[0], kv[1], scale=self.scale, mask=mask)
         out = project(self.out_proj, out.transpose(0, 2, 1, 3).reshape(b, t, -1), matvec)
-        return out, keys, values
+        return out, kv
 
 
 def _dense_weight(linear: nn.Module) -> mx.array:
@@ -264,6 +267,7 @@ class DecoderLayer(nn.Module):
         self.fc2 = nn.Linear(config.ffn_dim, d, bias=False)
         self.final_layer_norm = nn.LayerNorm(d, eps=eps)
         self.activation = _ACTIVATIONS[config.activation_function]
+        self.act_name = config.activation_function
 
     def __call__(self, x: mx.array, cache: KVCache, layer: int) -> mx.array:
         x = x + self.self_attn(self.self_attn_layer_norm(x), cache, layer)
@@ -285,23 +289,56 @@ class DecoderLayer(nn.Module):
     def static(
         self,
         x: mx.array,
-        keys: mx.array,
-        values: mx.array,
+        kv: mx.array,
         offset: mx.array,
         mask: mx.array,
         cross_kv: tuple[mx.array, mx.array] | None,
         cross_mask: mx.array | None,
         matvec: bool = False,
-    ) -> tuple[mx.array, mx.array, mx.array]:
-        h, keys, values = self.self_attn.static(
-            self.self_attn_layer_norm(x), keys, values, offset, mask, matvec
-        )
+    ) -> tuple[mx.array, mx.array]:
+        h, kv = self.self_attn.static(self.self_attn_layer_norm(x), kv, offset, mask, matvec)
         x = x + h
         if cross_kv is not None:
-            x = x + self.encoder_attn(
-                self.encoder_attn_layer_norm(x), cross_kv, cross_mask, matvec
-            )
-        return x + self.feed_forward(x, matvec), keys, values
+            x = x + self.encoder_attn(self.encoder_attn_layer_norm(x), cross_kv, cross_mask, matvec)
+        return x + self.feed_forward(x, matvec), kv
+
+    def fused(
+        self,
+        x: mx.array,
+        kv: mx.array,
+        offset: mx.array,
+        cross_kv: tuple[mx.array, mx.array] | None,
+        cross_mask: mx.array | None,
+    ) -> tuple[mx.array, mx.array]:
+        """``static`` for ``x (B, D)`` as 8 primitives with the kernels of ``cuda_step`` (MLX's
+        CUDA backend; see ``MusicGenDecoder.can_fuse``)."""
+        attn = self.self_attn
+        b, d = x.shape
+        heads = attn.num_heads
+        qkv = cuda_step.gemv(x, attn.qkv_proj.weight, norm=_norm(self.self_attn_layer_norm))
+        new = qkv.reshape(b, 3, heads, 1, -1)[:, 1:].swapaxes(0, 1)  # (2, B, H, 1, hd), a view
+        kv = mx.slice_update(kv, new, offset, axes=(3,))
+        att = cuda_step.attention(qkv, kv, offset)
+        x = cuda_step.gemv(att, attn.out_proj.weight, residual=x)
+        if cross_kv is not None:
+            cross = self.encoder_attn
+            norm = _norm(self.encoder_attn_layer_norm)
+            if cross_kv[0].ndim == 3:  # folded: (MT, VWT)
+                mt, vwt = cross_kv
+                scores = cuda_step.gemv(x, mt, norm=norm, per_row=True)
+                mask = None if cross_mask is None else cross_mask.reshape(b, -1)
+                x = cuda_step.folded_cross(scores, vwt, x, heads, mask)
+            else:
+                q = cuda_step.gemv(x, cross.q_proj.weight, norm=norm)
+                q = q.reshape(b, 1, heads, -1).transpose(0, 2, 1, 3)
+                out = mx.fast.scaled_dot_product_attention(
+                    q, cross_kv[0], cross_kv[1], scale=cross.scale, mask=cross_mask
+                )
+                x = cuda_step.gemv(out.reshape(b, d), cross.out_proj.weight, residual=x)
+        h = cuda_step.gemv(
+            x, self.fc1.weight, norm=_norm(self.final_layer_norm), activation=self.act_name
+        )
+        return cuda_step.gemv(h, self.fc2.weight, residual=x), kv
 
 
 class MusicGenDecoder(nn.Module):
@@ -431,9 +468,7 @@ class MusicGenDecoder(nn.Module):
                 mx.eval(folded[-1])
             cross_kv = folded
         batch = states.shape[0]
-        return KVCache(
-            self.config, batch, max_len, cross_kv, mask, dtype, self.use_matvec(batch)
-        )
+        return KVCache(self.config, batch, max_len, cross_kv, mask, dtype, self.use_matvec(batch))
 
     def embed(self, input_ids: mx.array, offset: int, prefix: mx.array | None = None) -> mx.array:
         """Summed codebook embeddings plus positions: ``(B, K, T)`` ids -> ``(B, T, D)``; with a
@@ -468,31 +503,79 @@ class MusicGenDecoder(nn.Module):
         self,
         input_ids: mx.array,
         offset: mx.array,
-        keys: list[mx.array],
-        values: list[mx.array],
+        kv: list[mx.array],
         cross_kv: list[tuple[mx.array, mx.array]] | None,
         cross_mask: mx.array | None,
         matvec: bool = False,
-    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+    ) -> tuple[mx.array, list[mx.array]]:
         """``step`` for one position with fixed shapes, for ``mx.compile``: ``offset`` is an
         int32 array ``(1,)``, the caches are inputs and outputs (written with a slice update
         that reuses the buffer once the caller drops the old array). Returns logits
         ``(B, K, 1, V)`` and the new caches. ``matvec``: see ``project``."""
         b, k, _ = input_ids.shape
-        max_len = keys[0].shape[2]
-        x = self.embed_tokens(input_ids + self._codebook_offsets).sum(axis=1)
-        x = x + mx.take(self.positions(max_len), offset, axis=0).astype(x.dtype)[None]
+        max_len = kv[0].shape[3]
+        x = self._embed_at(input_ids, offset, max_len)
         # Keys past the write position are hidden (additive mask, broadcast over batch/heads).
         visible = mx.arange(max_len, dtype=mx.int32) <= offset
         mask = mx.where(visible, mx.array(0.0, x.dtype), mx.array(-mx.inf, x.dtype))
-        new_keys, new_values = [], []
+        new_kv = []
         for i, layer in enumerate(self.layers):
-            kv = None if cross_kv is None else cross_kv[i]
-            x, kc, vc = layer.static(x, keys[i], values[i], offset, mask, kv, cross_mask, matvec)
-            new_keys.append(kc)
-            new_values.append(vc)
+            cross = None if cross_kv is None else cross_kv[i]
+            x, layer_kv = layer.static(x, kv[i], offset, mask, cross, cross_mask, matvec)
+            new_kv.append(layer_kv)
         logits = project(self.lm_heads, self.layer_norm(x), matvec)  # (B, 1, K·V)
-        return logits.reshape(b, 1, k, -1).transpose(0, 2, 1, 3), new_keys, new_values
+        return logits.reshape(b, 1, k, -1).transpose(0, 2, 1, 3), new_kv
+
+    def fused_step(
+        self,
+        input_ids: mx.array,
+        offset: mx.array,
+        kv: list[mx.array],
+        cross_kv: list[tuple[mx.array, mx.array]] | None,
+        cross_mask: mx.array | None,
+    ) -> tuple[mx.array, list[mx.array]]:
+        """``static_step`` with each layer as 8 primitives on the fused CUDA kernels of
+        ``cuda_step`` (a decode step on MLX's CUDA backend is bound by the host cost per
+        primitive; see that module). Only where ``can_fuse`` says so."""
+        b, k, _ = input_ids.shape
+        x = self._embed_at(input_ids, offset, kv[0].shape[3]).reshape(b, -1)
+        new_kv = []
+        for i, layer in enumerate(self.layers):
+            cross = None if cross_kv is None else cross_kv[i]
+            x, layer_kv = layer.fused(x, kv[i], offset, cross, cross_mask)
+            new_kv.append(layer_kv)
+        logits = cuda_step.gemv(x, self.lm_heads.weight, norm=_norm(self.layer_norm))
+        return logits.reshape(b, k, 1, -1), new_kv
+
+    def can_fuse(self, cache: KVCache) -> bool:
+        """Whether ``fused_step`` serves this cache: MLX's CUDA backend, float weights (not
+        quantized) in a dtype whose rows are whole 16-byte vectors, a batch of at most
+        ``cuda_step.MAX_ROWS`` rows and a folded cross-attention small enough for its kernel's
+        shared memory (or an unfolded one)."""
+        config = self.config
+        dtype = self.lm_heads.weight.dtype
+        batch = cache.kv[0].shape[1]
+        linears = [
+            m for _, m in self.named_modules() if isinstance(m, nn.Linear | nn.QuantizedLinear)
+        ]
+        if not (
+            cuda_step.available()
+            and batch <= cuda_step.MAX_ROWS
+            and config.activation_function in cuda_step.ACTIVATIONS
+            and all(type(m) is nn.Linear for m in linears)
+            and cuda_step.supported(dtype, config.hidden_size, config.ffn_dim)
+            and config.head_dim == 64  # the attention kernel keeps q and its sum in registers
+        ):
+            return False
+        if cache.cross_kv is not None and cache.cross_kv[0][0].ndim == 3:
+            hs = cache.cross_kv[0][0].shape[1]
+            return hs <= cuda_step.MAX_FOLDED and cuda_step.supported(dtype, hs)
+        return True
+
+    def _embed_at(self, input_ids: mx.array, offset: mx.array, max_len: int) -> mx.array:
+        """``embed`` of one position given as an int32 array ``(1,)``: ``(B, 1, D)``."""
+        x = self.embed_tokens(input_ids + self._codebook_offsets).sum(axis=1)
+        return x + mx.take(self.positions(max_len), offset, axis=0).astype(x.dtype)[None]
 
     def __call__(
         self,

@@ -152,6 +152,11 @@ def sample_next(
     return mx.random.categorical(logits, axis=-1, key=key).astype(mx.int32)
 
 
+# How many steps ``on_step`` reporting trails the newest queued step (on the CPU, on a GPU): the
+# host waits for that older step only, so the device keeps the steps in between queued.
+PROGRESS_LAG = {False: 2, True: 2}
+
+
 def _compiled(fn: Callable[..., mx.array]) -> Callable[..., mx.array]:
     """``mx.compile(fn)`` on a GPU, where fusing the CFG / warper elementwise ops saves kernel
     launches each step. Not on the CPU: there a compiled graph is C++ built with g++ at run time
@@ -174,7 +179,7 @@ def generate_codes(
     temperature: float = 1.0,
     key: mx.array | int | None = None,
     greedy: bool = False,
-    static: bool = False,
+    static: bool | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> mx.array:
     """Generate ``num_frames`` frames of codes ``(B, K, num_frames)`` (delay undone, pads gone).
@@ -192,11 +197,13 @@ def generate_codes(
     ``null + scale·(partial + beta·(full − partial) − null)``. The prefixes run through the
     decoder with the first step, in one causal pass, and then live in the KV cache.
 
-    ``static`` runs each step as one compiled, fixed-shape graph (``MusicGenDecoder.static_step``)
-    that is replayed without rebuilding it in Python. Off by default: on an H100/H200 the graph
-    build is ~1.2 ms of a ~6 ms small-model step and the rest is kernel time (a batch-2 fp16
-    matvec costs ~14 µs in MLX's CUDA backend, as in torch; tools/bench/mlx_overhead.py), so
-    the static step measured 6.5 vs 6.1 ms. It becomes worth it once kernels are faster.
+    ``static`` runs each step as one compiled, fixed-shape graph that is replayed without
+    rebuilding it in Python: ``MusicGenDecoder.fused_step`` (8 primitives a layer, on the fused
+    kernels of ``cuda_step``) where ``can_fuse`` allows, else ``static_step``. None (default):
+    static exactly when the fused step applies, i.e. on MLX's CUDA backend with float weights,
+    where a step is bound by the host cost of each primitive (tools/bench/decode_step.py). The
+    unfused static step attends over the whole masked cache, which measured no faster than the
+    eager step.
     ``on_step(done, total)`` reports progress; it waits for the step before last, so the device
     always has one step queued.
     """
@@ -290,26 +297,28 @@ def generate_codes(
         outputs.append(tokens)
         mx.async_eval(tokens)
         first = 1
+    lag = PROGRESS_LAG[mx.default_device().type == mx.DeviceType.gpu]
+    fused = static is not False and decoder.can_fuse(cache)
+    if static is None:
+        static = fused
     if static:
 
         def full_step(
             tokens: mx.array,
             offset: mx.array,
-            keys: list[mx.array],
-            values: list[mx.array],
+            kv: list[mx.array],
             step_key: mx.array,
             keep: mx.array,
-        ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
-            logits, keys, values = decoder.static_step(
-                replicate(tokens),
-                offset,
-                keys,
-                values,
-                cache.cross_kv,
-                cache.cross_mask,
-                cache.matvec,
-            )
-            return pick(logits, step_key, keep), keys, values
+        ) -> tuple[mx.array, list[mx.array]]:
+            if fused:
+                logits, kv = decoder.fused_step(
+                    replicate(tokens), offset, kv, cache.cross_kv, cache.cross_mask
+                )
+            else:
+                logits, kv = decoder.static_step(
+                    replicate(tokens), offset, kv, cache.cross_kv, cache.cross_mask, cache.matvec
+                )
+            return pick(logits, step_key, keep), kv
 
         # Traced once per call (the cross-attention K/V are constants of this generation).
         compiled = mx.compile(full_step)
@@ -318,16 +327,14 @@ def generate_codes(
         offsets = [mx.array([base_offset + t], dtype=mx.int32) for t in range(steps)]
         mx.eval(offsets)
         for t in range(first, steps):
-            # Rebinding cache.keys/values drops the old arrays, so the slice updates inside
-            # the graph can write into their buffers instead of copying the whole cache.
-            tokens, cache.keys, cache.values = compiled(
-                tokens, offsets[t], cache.keys, cache.values, step_keys[t], valid[t]
-            )
+            # Rebinding cache.kv drops the old arrays, so the slice updates inside the graph
+            # can write into their buffers instead of copying the whole cache.
+            tokens, cache.kv = compiled(tokens, offsets[t], cache.kv, step_keys[t], valid[t])
             outputs.append(tokens)
             mx.async_eval(tokens)
-            if on_step is not None and t >= 2:
-                mx.eval(outputs[t - 2])
-                on_step(t - 1, steps)
+            if on_step is not None and t >= lag:
+                mx.eval(outputs[t - lag])
+                on_step(t - lag + 1, steps)
     else:
         # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
         pick_compiled = _compiled(pick)
@@ -336,9 +343,9 @@ def generate_codes(
             outputs.append(tokens)
             # Queue this step while the host builds the next one; no host sync in the loop.
             mx.async_eval(tokens)
-            if on_step is not None and t >= 2:
-                mx.eval(outputs[t - 2])
-                on_step(t - 1, steps)
+            if on_step is not None and t >= lag:
+                mx.eval(outputs[t - lag])
+                on_step(t - lag + 1, steps)
     if on_step is not None:
         mx.eval(outputs[-1])
         on_step(steps, steps)
