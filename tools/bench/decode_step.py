@@ -146,7 +146,7 @@ def loop(
 
     def gen(frames: int) -> float:
         t = time.perf_counter()
-        sampling.PROGRESS_LAG[True] = sampling.PROGRESS_LAG[False] = max(lag, 1)
+        sampling.PROGRESS_LAG = sampling.GPU_SYNC_EVERY = max(lag, 1)
         on_step = (lambda done, total: None) if lag else None
         codes = generate_codes(
             dec, states, mask, frames, top_k=250, key=1, static=static, on_step=on_step
@@ -212,7 +212,7 @@ def main() -> None:
         "--lags",
         type=lambda v: [int(x) for x in v.split(",")],
         default=[],
-        help="only the fused step, with on_step progress trailing by each lag (0: none)",
+        help="only the fused step, with on_step progress syncing every `lag` steps (0: none)",
     )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -22,8 +22,10 @@ and when the last step is done, which give:
 - ``steps/s``: decoder steps per second over the remaining ``frames + 2`` steps;
 - ``e2e``: the whole generation (T5 + decode loop + EnCodec decode), and ``t5``, ``codec``.
 
-Ours is timed through ``generate``'s ``progress`` callback (with it, the loop waits each step for
-the step before last, keeping one step queued) plus one host sync after T5; transformers through
+Ours is timed through ``generate``'s ``progress`` callback (on the CPU the loop then waits each
+step for the step two back; on a GPU the callback runs as steps are queued and the host waits for
+the device at the first step, every 32 steps and at the end, so ``first`` and the last mark are
+finished steps; see ``sampling.GPU_SYNC_EVERY``) plus one host sync after T5; transformers through
 a stopping criterion called after every step (its loop syncs every step anyway) and a forward
 hook on the text encoder. On MLX's CUDA backend ours runs the compiled fused step
 (``fused_step``), as ``generate_codes`` does there by default. A short generation warms both sides up, then ``--runs``

@@ -152,9 +152,16 @@ def sample_next(
     return mx.random.categorical(logits, axis=-1, key=key).astype(mx.int32)
 
 
-# How many steps ``on_step`` reporting trails the newest queued step (on the CPU, on a GPU): the
-# host waits for that older step only, so the device keeps the steps in between queued.
-PROGRESS_LAG = {False: 2, True: 2}
+# Progress reporting (``on_step``) must not drain the device queue. ``mx.eval`` of an array still
+# in flight waits for everything queued so far (its event is signalled at the stream's tail), which
+# on MLX's CUDA backend serialises host and GPU: the fused small-model loop measured 645 steps/s
+# without a callback and 382-417 with one that waited for the step 2-32 steps back (H100,
+# tools/bench/decode_step.py --lags). So on a GPU a step is reported when queued and the host
+# waits only every GPU_SYNC_EVERY steps (the reports run at most that far ahead of the device);
+# on the CPU, where a step takes far longer than building the next, it waits for the step
+# PROGRESS_LAG back, keeping the steps in between queued.
+PROGRESS_LAG = 2
+GPU_SYNC_EVERY = 32
 
 
 def _compiled(fn: Callable[..., mx.array]) -> Callable[..., mx.array]:
@@ -204,8 +211,9 @@ def generate_codes(
     where a step is bound by the host cost of each primitive (tools/bench/decode_step.py). The
     unfused static step attends over the whole masked cache, which measured no faster than the
     eager step.
-    ``on_step(done, total)`` reports progress; it waits for the step before last, so the device
-    always has one step queued.
+    ``on_step(done, total)`` reports progress without draining the device's queue: on the CPU
+    it trails the newest step by ``PROGRESS_LAG``, on a GPU it reports steps as they are queued
+    and waits for the device every ``GPU_SYNC_EVERY`` steps (see those constants).
     """
     validate_sampling(
         temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale
@@ -297,7 +305,22 @@ def generate_codes(
         outputs.append(tokens)
         mx.async_eval(tokens)
         first = 1
-    lag = PROGRESS_LAG[mx.default_device().type == mx.DeviceType.gpu]
+    on_gpu = mx.default_device().type == mx.DeviceType.gpu
+
+    reported: list[int] = []
+
+    def report(t: int) -> None:
+        assert on_step is not None
+        if on_gpu:
+            # The first report waits too, so it marks a finished first step.
+            if not reported or (t + 1) % GPU_SYNC_EVERY == 0:
+                mx.eval(outputs[-1])
+            reported.append(t)
+            on_step(t + 1, steps)
+        elif t >= PROGRESS_LAG:
+            mx.eval(outputs[t - PROGRESS_LAG])
+            on_step(t - PROGRESS_LAG + 1, steps)
+
     fused = static is not False and decoder.can_fuse(cache)
     if static is None:
         static = fused
@@ -332,9 +355,8 @@ def generate_codes(
             tokens, cache.kv = compiled(tokens, offsets[t], cache.kv, step_keys[t], valid[t])
             outputs.append(tokens)
             mx.async_eval(tokens)
-            if on_step is not None and t >= lag:
-                mx.eval(outputs[t - lag])
-                on_step(t - lag + 1, steps)
+            if on_step is not None:
+                report(t)
     else:
         # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
         pick_compiled = _compiled(pick)
@@ -343,9 +365,8 @@ def generate_codes(
             outputs.append(tokens)
             # Queue this step while the host builds the next one; no host sync in the loop.
             mx.async_eval(tokens)
-            if on_step is not None and t >= lag:
-                mx.eval(outputs[t - lag])
-                on_step(t - lag + 1, steps)
+            if on_step is not None:
+                report(t)
     if on_step is not None:
         mx.eval(outputs[-1])
         on_step(steps, steps)
