@@ -64,6 +64,31 @@ def test_fixture_decode_matches(fixture_model: Any) -> None:
     np.testing.assert_allclose(np.array(audio), ref["decoded"], rtol=0, atol=ATOL)
 
 
+def test_decode_leaves_numpy_blas_threads_as_it_found_them(
+    fixture_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parallel conv blocks run numpy's OpenBLAS on one thread and must restore its count:
+    a process-wide count of 1 left behind made the LSTM's recurrent gemv (main thread) twice
+    as slow, in this decode and every later one."""
+    from audiogen_core import encodec as enc
+
+    funcs = enc._blas_thread_funcs()
+    if not funcs:
+        pytest.skip("numpy is not built on OpenBLAS here (e.g. Accelerate on macOS)")
+    model, data = fixture_model
+    # Small blocks, so even the tiny fixture's layers are split over the worker pool.
+    monkeypatch.setattr(enc, "_chunk_rows", lambda width: 8)
+    setter, getter = funcs[0]
+    before = getter()
+    setter(2)
+    try:
+        model.decode(mx.array(data["codes"]))
+        mx.eval(model.encode(mx.array(data["audio"]))[0])
+        assert getter() == 2
+    finally:
+        setter(before)
+
+
 def test_fixture_properties(fixture_model: Any) -> None:
     model, ref = fixture_model
     assert model.sample_rate == 4000 and model.channels == 1
