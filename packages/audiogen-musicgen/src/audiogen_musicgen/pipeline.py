@@ -207,8 +207,9 @@ class MusicGen:
         """Load a hub repo id, an upstream-layout directory or an audiogen-converted directory.
 
         ``quantize`` (4 or 8) quantizes the decoder's linears in memory (those whose input size
-        is a multiple of ``group_size``): less memory and, on a GPU, faster small-batch steps;
-        the output is no longer token-exact with the unquantized model.
+        is a multiple of ``group_size``): less memory, and the output is no longer token-exact
+        with the unquantized model. On MLX's CUDA backend it also turns off the fused decode
+        step (``MusicGenDecoder.can_fuse`` needs float weights), which is the faster one there.
 
         Upstream weights are converted once into ``cache_dir`` (default ``$AUDIOGEN_CACHE`` or
         ``~/.cache/audiogen``); later loads read the converted copy. Hub downloads go to the
