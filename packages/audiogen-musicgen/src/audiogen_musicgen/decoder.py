@@ -363,9 +363,9 @@ class MusicGenDecoder(nn.Module):
         self._positions: mx.array | None = None
         # CrossAttention.fold: None = for prompts with H·S <= D, True = always, False = never.
         self.fold_cross_attention: bool | None = None
-        # ``project``'s batched matvecs for decode steps: None = on a GPU for up to
-        # MATVEC_MAX_ROWS rows (beyond that cuBLAS's one pass over the weights wins), True /
-        # False = always / never.
+        # ``project``'s batched matvecs for decode steps: None = on MLX's CUDA backend for up
+        # to MATVEC_MAX_ROWS rows (where it was measured; beyond that cuBLAS's one pass over the
+        # weights should win), True / False = always / never.
         self.matvec: bool | None = None
 
     MATVEC_MAX_ROWS = 8
@@ -373,7 +373,7 @@ class MusicGenDecoder(nn.Module):
     def use_matvec(self, batch: int) -> bool:
         if self.matvec is not None:
             return self.matvec
-        return mx.default_device() == mx.gpu and batch <= self.MATVEC_MAX_ROWS
+        return cuda_step.available() and batch <= self.MATVEC_MAX_ROWS
 
     def positions(self, length: int) -> mx.array:
         """The sinusoid table, at least ``length`` rows (upstream also grows it past

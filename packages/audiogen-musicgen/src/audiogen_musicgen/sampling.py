@@ -309,8 +309,7 @@ def generate_codes(
 
     reported: list[int] = []
 
-    def report(t: int) -> None:
-        assert on_step is not None
+    def report(t: int, on_step: Callable[[int, int], None]) -> None:
         if on_gpu:
             # The first report waits too, so it marks a finished first step.
             if not reported or (t + 1) % GPU_SYNC_EVERY == 0:
@@ -356,7 +355,7 @@ def generate_codes(
             outputs.append(tokens)
             mx.async_eval(tokens)
             if on_step is not None:
-                report(t)
+                report(t, on_step)
     else:
         # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
         pick_compiled = _compiled(pick)
@@ -366,7 +365,7 @@ def generate_codes(
             # Queue this step while the host builds the next one; no host sync in the loop.
             mx.async_eval(tokens)
             if on_step is not None:
-                report(t)
+                report(t, on_step)
     if on_step is not None:
         mx.eval(outputs[-1])
         on_step(steps, steps)
