@@ -211,9 +211,8 @@ def quantize_linears(model: nn.Module, bits: int, group_size: int = 64) -> int:
     of ``group_size``; returns how many were quantized.
 
     Only linears (SPEC §2): embeddings and small tables such as T5's relative attention bias fail
-    the group check or lose too much. Why bother on a GPU: a batch-2 decoder matvec costs ~14 µs
-    in MLX's CUDA backend with fp16 weights and ~4-6 µs as an 8- or 4-bit quantized matmul
-    (H100/H200, tools/bench/mlx_overhead.py), and a decode step is a chain of such matvecs.
+    the group check or lose too much. What it buys is memory (a quarter of float32's bytes at
+    8 bits); output is no longer bit-exact with the float model.
     """
     if bits not in (4, 8):
         raise InvalidInputError(f"quantization bits must be 4 or 8, got {bits!r}")

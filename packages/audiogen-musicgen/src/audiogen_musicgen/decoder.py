@@ -64,9 +64,9 @@ def project(linear: nn.Module, x: mx.array, matvec: bool = False) -> mx.array:
     (broadcast) matrix.
 
     Why: MLX's CUDA matmul hands an ``(M >= 2) x K`` block to cuBLASLt, which is stream-captured
-    into MLX's CUDA graph per call (~14 µs per batch-2 matvec on an H100, measured in
-    tools/bench/mlx_overhead.py, whatever the size), while an ``N == 1`` product with a
-    stride-0 batch of matrices goes to MLX's own gemv kernel, added as one kernel node. The
+    into MLX's CUDA graph per call, while an ``N == 1`` product with a stride-0 batch of
+    matrices goes to MLX's own gemv kernel, added as one kernel node: 31-34 vs 11-12 µs of host
+    time per decoder-shaped linear on an H100 (tools/bench/decode_step.py). The
     matrix is streamed once per row; rows after the first mostly hit L2. Dense float weights
     without bias only (quantized layers keep ``quantized_matmul``)."""
     if matvec and x.shape[1] == 1 and type(linear) is nn.Linear and "bias" not in linear:
