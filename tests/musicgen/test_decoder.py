@@ -369,3 +369,42 @@ def test_fold_uses_the_dequantized_weights_of_quantized_projections() -> None:
     plain = np.array(attn(x, (k, v), None))
     folded = np.array(attn(x, attn.fold(k, v), None))
     np.testing.assert_allclose(folded, plain, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_progress_reports_every_step_once_and_syncs_seldom_on_a_gpu(
+    monkeypatch: pytest.MonkeyPatch, gpu: bool
+) -> None:
+    """The reporting policy of ``generate_codes`` (``sampling._Progress``), run here on the CPU
+    for both branches: increasing reports ending at (total, total), none repeated. On a GPU a
+    step is reported when queued and the host waits only at the first step, every
+    ``GPU_SYNC_EVERY`` steps and at the end (a wait drains the whole device queue); on the CPU
+    it waits for the step ``PROGRESS_LAG`` back, every step."""
+    from audiogen_musicgen import sampling
+
+    waits: list[int] = []
+    real_eval = mx.eval
+
+    def counting_eval(*args: Any) -> None:
+        waits.append(len(outputs))
+        real_eval(*args)
+
+    monkeypatch.setattr(mx, "eval", counting_eval)
+    total, seen = 70, []
+    progress = sampling._Progress(lambda d, n: seen.append((d, n)), total, gpu)
+    outputs: list[mx.array] = []
+    for t in range(total):
+        outputs.append(mx.array([t]))
+        progress.queued(t, outputs)
+    progress.finish(outputs)
+    done = [d for d, n in seen]
+    assert all(n == total for _, n in seen) and done[-1] == total
+    assert done == sorted(set(done))
+    if gpu:
+        every = sampling.GPU_SYNC_EVERY
+        assert done == list(range(1, total + 1))
+        assert waits == [1, *range(every, total + 1, every), total]
+    else:
+        lag = sampling.PROGRESS_LAG
+        assert done == [*range(1, total - lag + 1), total]
+        assert len(waits) == total - lag + 1

@@ -164,6 +164,35 @@ PROGRESS_LAG = 2
 GPU_SYNC_EVERY = 32
 
 
+class _Progress:
+    """``on_step(done, total)`` reporting for a decode loop that queues one step at a time
+    (see ``PROGRESS_LAG`` and ``GPU_SYNC_EVERY``): ``queued(t, outputs)`` after step t is queued,
+    ``finish(outputs)`` after the last. Reports are increasing and end with ``(total, total)``."""
+
+    def __init__(self, on_step: Callable[[int, int], None], total: int, gpu: bool) -> None:
+        self.on_step, self.total, self.gpu = on_step, total, gpu
+        self.done = 0
+
+    def queued(self, t: int, outputs: list[mx.array]) -> None:
+        if self.gpu:
+            # The first report waits too, so it marks a finished first step.
+            if self.done == 0 or (t + 1) % GPU_SYNC_EVERY == 0:
+                mx.eval(outputs[-1])
+            self._report(t + 1)
+        elif t >= PROGRESS_LAG:
+            mx.eval(outputs[t - PROGRESS_LAG])
+            self._report(t - PROGRESS_LAG + 1)
+
+    def finish(self, outputs: list[mx.array]) -> None:
+        mx.eval(outputs[-1])
+        self._report(self.total)
+
+    def _report(self, done: int) -> None:
+        if done > self.done:
+            self.done = done
+            self.on_step(done, self.total)
+
+
 def _compiled(fn: Callable[..., mx.array]) -> Callable[..., mx.array]:
     """``mx.compile(fn)`` on a GPU, where fusing the CFG / warper elementwise ops saves kernel
     launches each step. Not on the CPU: there a compiled graph is C++ built with g++ at run time
@@ -305,20 +334,11 @@ def generate_codes(
         outputs.append(tokens)
         mx.async_eval(tokens)
         first = 1
-    on_gpu = mx.default_device().type == mx.DeviceType.gpu
-
-    reported: list[int] = []
-
-    def report(t: int, on_step: Callable[[int, int], None]) -> None:
-        if on_gpu:
-            # The first report waits too, so it marks a finished first step.
-            if not reported or (t + 1) % GPU_SYNC_EVERY == 0:
-                mx.eval(outputs[-1])
-            reported.append(t)
-            on_step(t + 1, steps)
-        elif t >= PROGRESS_LAG:
-            mx.eval(outputs[t - PROGRESS_LAG])
-            on_step(t - PROGRESS_LAG + 1, steps)
+    progress = (
+        None
+        if on_step is None
+        else _Progress(on_step, steps, mx.default_device().type == mx.DeviceType.gpu)
+    )
 
     fused = static is not False and decoder.can_fuse(cache)
     if static is None:
@@ -354,8 +374,8 @@ def generate_codes(
             tokens, cache.kv = compiled(tokens, offsets[t], cache.kv, step_keys[t], valid[t])
             outputs.append(tokens)
             mx.async_eval(tokens)
-            if on_step is not None:
-                report(t, on_step)
+            if progress is not None:
+                progress.queued(t, outputs)
     else:
         # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
         pick_compiled = _compiled(pick)
@@ -364,11 +384,10 @@ def generate_codes(
             outputs.append(tokens)
             # Queue this step while the host builds the next one; no host sync in the loop.
             mx.async_eval(tokens)
-            if on_step is not None:
-                report(t, on_step)
-    if on_step is not None:
-        mx.eval(outputs[-1])
-        on_step(steps, steps)
+            if progress is not None:
+                progress.queued(t, outputs)
+    if progress is not None:
+        progress.finish(outputs)
     start = mx.full((bsz, num_codebooks, 1), pad, mx.int32)
     seq = mx.concatenate([start, *outputs], axis=-1)
     return undo_delay_pattern(seq, delays, num_frames)
