@@ -3,9 +3,11 @@
 Fixture tests (no torch) use tests/fixtures/style (tools/fixtures/style.py): a tiny random
 conditioner in the upstream ``state_dict.bin`` key layout (float16), given MERT features, and the
 tokens / mask / RVQ codes audiocraft produced for eval_q 1, 3 and 6 (the builder checked the port
-against main's real ``StyleConditioner``). Live tests rebuild random models with torch: full-size
-building blocks (works with PyPI audiocraft 1.3.0 or main) and, with audiocraft main installed,
-the real ``StyleConditioner`` with its MERT call fed through a stand-in.
+against main's real ``StyleConditioner``). The live test rebuilds random models with torch:
+full-size building blocks (PyPI audiocraft 1.3.0 or main) with the ``StyleConditioner`` glue
+ported in the builder. A live test against main's own ``StyleConditioner`` is not kept: main is
+not on PyPI, so it would always skip in CI; ``tools/fixtures/style.py`` runs that comparison
+when the fixture is regenerated with main installed.
 """
 
 from __future__ import annotations
@@ -205,28 +207,3 @@ def test_live_building_blocks_full_size(torch: ModuleType) -> None:
         )
         assert ref[0].shape == (2, 15, 1536)
         _compare(model, ref, feats, eval_q=n, lengths=lengths.numpy())
-
-
-def test_live_real_style_conditioner(torch: ModuleType) -> None:
-    """audiocraft main's StyleConditioner, full default size, random weights; its own
-    state-dict keys (the checkpoint's ``self_wav.*`` layout) load strictly into ours."""
-    builder, ac = _audiocraft(torch, conditioners=True)
-    if ac["conditioners"] is None:
-        pytest.skip("this audiocraft has no modules.conditioners.StyleConditioner (PyPI 1.3.0)")
-    feats = torch.randn(2, 224, 768, generator=torch.Generator().manual_seed(5))
-    stand_in = builder.MertStandIn(torch, feats, 72000)
-    sc = builder.make_conditioner(torch, ac, stand_in, output_dim=1536)
-    torch.manual_seed(6)
-    builder.randomize(torch, sc)
-    sc.eval()
-    model = load_style(StyleConfig(sample_rate=24000), sc.state_dict(), source="sc", prefix="")
-    # the second reference is 20000 samples: 20000 / (24000 / 75 * 15) = 4.17 valid tokens of 15
-    lengths = model.token_lengths([72000, 20000])
-    for n in (1, 3, 6):
-        sc.set_params(
-            eval_q=n, excerpt_length=3.0
-        )  # what MusicGen.set_style_conditioner_params does
-        ref = builder.run_conditioner(torch, ac, sc, [72000, 20000])
-        _compare(model, ref, feats, eval_q=n, lengths=lengths)
-        assert ref[1].tolist()[1] == [1] * 5 + [0] * 10
-    assert stand_in.calls == 3
