@@ -4,6 +4,7 @@ Conv layouts are checked against a direct numpy convolution and, live, against t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from audiogen_core.errors import (
@@ -170,3 +171,29 @@ def test_quantize_linears_only_where_the_group_fits() -> None:
 def test_quantize_linears_rejects_bad_settings(bits: int, group: int) -> None:
     with pytest.raises(InvalidInputError, match="must be"):
         quantize_linears(nn.Linear(64, 8), bits, group_size=group)
+
+
+def test_write_model_dir_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from audiogen_core import weights as w
+
+    tok = tmp_path / "spiece.model"
+    tok.write_bytes(b"tok")
+    parts = {"a": ({"x": 1}, {"w": mx.ones((2, 2), mx.float16)}), "b": ({}, {"v": mx.zeros(3)})}
+    out = w.write_model_dir(tmp_path / "m", parts, [tok], {"dtype": "float16"})
+    assert json.loads((out / "manifest.json").read_text()) == {"dtype": "float16"}
+    assert json.loads((out / "a" / "config.json").read_text()) == {"x": 1}
+    assert w.load_safetensors(out / "a" / "model.safetensors")["w"].dtype == mx.float16
+    assert (out / "tokenizer" / "spiece.model").read_bytes() == b"tok"
+    assert w.float_dtype(v for _, t in parts.values() for v in t.values()) == "float16,float32"
+    # a failure part-way leaves nothing behind
+    monkeypatch.setattr(w, "save_safetensors", lambda *a, **k: (_ for _ in ()).throw(OSError("x")))
+    with pytest.raises(OSError):
+        w.write_model_dir(tmp_path / "n", parts, [tok], {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "spiece.model"]
+    monkeypatch.undo()
+    # a complete directory that appeared meanwhile (a concurrent conversion) is kept
+    with pytest.raises(OSError):
+        w.write_model_dir(tmp_path / "spiece.model", parts, [tok], {})  # not a directory
+    assert w.write_model_dir(tmp_path / "m", parts, [tok], {"other": 1}) == tmp_path / "m"
+    assert json.loads((out / "manifest.json").read_text()) == {"dtype": "float16"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "spiece.model"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -112,6 +113,50 @@ def save_safetensors(
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def float_dtype(tensors: Iterable[mx.array]) -> str:
+    """The floating dtype tensors are stored in (a comma-joined list if mixed), for manifests."""
+    names = sorted({str(v.dtype).removeprefix("mlx.core.") for v in tensors})
+    floats = [n for n in names if n.startswith(("float", "bfloat"))]
+    return floats[0] if len(floats) == 1 else ",".join(floats)
+
+
+def write_model_dir(
+    dst: str | os.PathLike[str],
+    parts: Mapping[str, tuple[Mapping[str, Any], Mapping[str, mx.array]]],
+    tokenizer: Iterable[Path],
+    manifest: Mapping[str, Any],
+    manifest_name: str = "manifest.json",
+) -> Path:
+    """Write a converted model directory atomically: ``<part>/config.json`` and
+    ``<part>/model.safetensors`` for each ``parts[part] = (config, tensors)``, the
+    ``tokenizer`` files under ``tokenizer/``, and the manifest last (a directory with a manifest
+    is a complete one), all in a temporary sibling renamed to ``dst``. If ``dst`` appeared
+    meanwhile with a manifest (a concurrent conversion finished first), that one is kept;
+    on any error nothing is left behind."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        for part, (config, tensors) in parts.items():
+            (tmp / part).mkdir()
+            (tmp / part / "config.json").write_text(json.dumps(config, indent=1))
+            save_safetensors(tmp / part / "model.safetensors", tensors, {"format": "mlx"})
+        (tmp / "tokenizer").mkdir()
+        for f in tokenizer:
+            shutil.copyfile(f, tmp / "tokenizer" / f.name)
+        (tmp / manifest_name).write_text(json.dumps(dict(manifest), indent=1))
+        try:
+            tmp.rename(dst)
+        except OSError:
+            if not (dst / manifest_name).is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
 
 
 def conv1d_to_mlx(w: Array) -> Array:

@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -42,7 +39,7 @@ from audiogen_core.errors import (
     MissingWeightsError,
     WeightsError,
 )
-from audiogen_core.weights import load_safetensors, read_json, save_safetensors
+from audiogen_core.weights import float_dtype, load_safetensors, read_json, write_model_dir
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -247,13 +244,6 @@ def check_parameters(model: nn.Module, weights: Mapping[str, mx.array], source: 
         raise MissingWeightsError(f"{source}: shape mismatch: {', '.join(bad[:3])}")
 
 
-def _float_dtype(weights: Mapping[str, mx.array]) -> str:
-    """The floating dtype the tensors are stored in (a comma-joined list if mixed)."""
-    names = sorted({str(v.dtype).removeprefix("mlx.core.") for v in weights.values()})
-    floats = [n for n in names if n.startswith(("float", "bfloat"))]
-    return floats[0] if len(floats) == 1 else ",".join(floats)
-
-
 def convert(
     src: Path, dst: Path, *, source: str | None = None, revision: str | None = None
 ) -> Path:
@@ -274,40 +264,20 @@ def convert(
         check_parameters(model, parts[part], label)
     decoder_config = DecoderConfig.from_dict(configs["decoder"])
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
-        for part, tensors in parts.items():
-            (tmp / part).mkdir()
-            (tmp / part / "config.json").write_text(json.dumps(configs[part], indent=1))
-            save_safetensors(tmp / part / "model.safetensors", tensors, {"format": "mlx"})
-        (tmp / "tokenizer").mkdir()
-        for f in tokenizer:
-            shutil.copyfile(f, tmp / "tokenizer" / f.name)
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model": "musicgen-melody" if decoder_config.is_melody else "musicgen",
-            "source": source or str(src),
-            "revision": revision,
-            "audiogen_version": _version(),
-            "dtype": _float_dtype({k: v for part in parts.values() for k, v in part.items()}),
-            "quantization": None,
-            "audio_channels": decoder_config.audio_channels,
-            "num_codebooks": decoder_config.num_codebooks,
-        }
-        # The manifest last: a directory with a manifest is a complete one.
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        try:
-            tmp.rename(dst)
-        except OSError:
-            if not is_converted(dst):  # not a concurrent conversion that finished first
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dst
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": "musicgen-melody" if decoder_config.is_melody else "musicgen",
+        "source": source or str(src),
+        "revision": revision,
+        "audiogen_version": _version(),
+        "dtype": float_dtype(v for part in parts.values() for v in part.values()),
+        "quantization": None,
+        "audio_channels": decoder_config.audio_channels,
+        "num_codebooks": decoder_config.num_codebooks,
+    }
+    parts_out = {part: (configs[part], tensors) for part, tensors in parts.items()}
+    return write_model_dir(dst, parts_out, tokenizer, manifest, MANIFEST)
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:

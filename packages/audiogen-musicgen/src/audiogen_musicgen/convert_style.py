@@ -22,16 +22,13 @@ Reading ``.bin`` needs torch through audiogen-convert (``convert.bin_reader``).
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from audiogen_core import encodec, t5
 from audiogen_core.errors import InvalidInputError, MissingWeightsError, WeightsError
-from audiogen_core.weights import load_safetensors, read_json, save_safetensors
+from audiogen_core.weights import float_dtype, load_safetensors, read_json, write_model_dir
 
 import mlx.core as mx
 
@@ -226,40 +223,22 @@ def convert_style(
     for part, model in build_models(configs, str(checkpoint)).items():
         convert.check_parameters(model, params[part], f"{checkpoint} ({part})")
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
-        for part in PARTS:
-            (tmp / part).mkdir()
-            (tmp / part / "config.json").write_text(json.dumps(configs[part], indent=1))
-            save_safetensors(tmp / part / "model.safetensors", params[part], {"format": "mlx"})
-        (tmp / "tokenizer").mkdir()
-        for f in tokenizer:
-            shutil.copyfile(f, tmp / "tokenizer" / f.name)
-        decoder_config = DecoderConfig.from_dict(configs["decoder"])
-        manifest = {
-            "format": convert.FORMAT,
-            "format_version": convert.FORMAT_VERSION,
-            "model": "musicgen-style",
-            "source": source or str(src),
-            "revision": revision,
-            "companions": {k: str(v) for k, v in companions.items()},
-            "audiogen_version": convert._version(),
-            "dtype": convert._float_dtype(params["decoder"]),
-            "quantization": None,
-            "audio_channels": decoder_config.audio_channels,
-            "num_codebooks": decoder_config.num_codebooks,
-        }
-        (tmp / convert.MANIFEST).write_text(json.dumps(manifest, indent=1))
-        try:
-            tmp.rename(dst)
-        except OSError:
-            if not convert.is_converted(dst):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    decoder_config = DecoderConfig.from_dict(configs["decoder"])
+    manifest = {
+        "format": convert.FORMAT,
+        "format_version": convert.FORMAT_VERSION,
+        "model": "musicgen-style",
+        "source": source or str(src),
+        "revision": revision,
+        "companions": {k: str(v) for k, v in companions.items()},
+        "audiogen_version": convert._version(),
+        "dtype": float_dtype(params["decoder"].values()),
+        "quantization": None,
+        "audio_channels": decoder_config.audio_channels,
+        "num_codebooks": decoder_config.num_codebooks,
+    }
+    parts = {part: (configs[part], params[part]) for part in PARTS}
+    write_model_dir(dst, parts, tokenizer, manifest, convert.MANIFEST)
     return dst
 
 

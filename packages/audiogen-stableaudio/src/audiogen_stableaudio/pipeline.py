@@ -33,15 +33,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import re
 import secrets
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -55,10 +52,11 @@ from audiogen_core.t5 import T5Encoder
 from audiogen_core.tokenizer import T5Tokenizer
 from audiogen_core.weights import (
     cast_floats,
+    float_dtype,
     load_into,
     load_safetensors,
     read_json,
-    save_safetensors,
+    write_model_dir,
 )
 
 import mlx.core as mx
@@ -397,12 +395,6 @@ def _build(configs: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, A
         raise WeightsError(f"{source}: unsupported Stable Audio config: {e}") from e
 
 
-def _float_dtype(tensors: Iterable[mx.array]) -> str:
-    names = sorted({str(v.dtype).removeprefix("mlx.core.") for v in tensors})
-    floats = [n for n in names if n.startswith(("float", "bfloat"))]
-    return floats[0] if len(floats) == 1 else ",".join(floats)
-
-
 def _version() -> str:
     from audiogen_stableaudio import __version__
 
@@ -425,45 +417,27 @@ def convert(
     models = _build(configs, source)
     for name, model in models.items():  # strict key/shape check before anything is written
         load_into(model, parts[name], source=f"{source} ({name})", strict=True)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
-        for name in COMPONENTS:
-            (tmp / name).mkdir()
-            (tmp / name / "config.json").write_text(json.dumps(configs[name], indent=1))
-            save_safetensors(tmp / name / "model.safetensors", parts[name], {"format": "mlx"})
-        (tmp / "tokenizer").mkdir()
-        for n in TOKENIZER_FILES:
-            if (up.tokenizer_dir / n).is_file():
-                shutil.copyfile(up.tokenizer_dir / n, tmp / "tokenizer" / n)
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model": "stable-audio",
-            "source": source,
-            "revision": revision,
-            "source_layout": up.layout,
-            "audiogen_version": _version(),
-            "dtype": _float_dtype(v for p in parts.values() for v in p.values()),
-            "quantization": None,
-            "objective": up.objective,
-            "sample_size": up.window,
-            "sample_rate": up.vae_config.sampling_rate,
-            "sigma_min": up.sigma_min,
-            "sigma_max": up.sigma_max,
-            "conditioners": list(up.cond_config.number_ids),
-            **(extra or {}),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))  # last: marks it complete
-        try:
-            tmp.rename(dst)
-        except OSError:
-            if not (dst / MANIFEST).is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": "stable-audio",
+        "source": source,
+        "revision": revision,
+        "source_layout": up.layout,
+        "audiogen_version": _version(),
+        "dtype": float_dtype(v for p in parts.values() for v in p.values()),
+        "quantization": None,
+        "objective": up.objective,
+        "sample_size": up.window,
+        "sample_rate": up.vae_config.sampling_rate,
+        "sigma_min": up.sigma_min,
+        "sigma_max": up.sigma_max,
+        "conditioners": list(up.cond_config.number_ids),
+        **(extra or {}),
+    }
+    tokenizer = [up.tokenizer_dir / n for n in TOKENIZER_FILES if (up.tokenizer_dir / n).is_file()]
+    out = {name: (configs[name], parts[name]) for name in COMPONENTS}
+    write_model_dir(dst, out, tokenizer, manifest, MANIFEST)
     return dst
 
 
