@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from audiogen_core import backend
 from audiogen_core.errors import InvalidInputError, WeightsError
 from audiogen_core.weights import cast_floats, load_safetensors, save_safetensors
 
@@ -148,15 +149,11 @@ def move_into_place(built: Path, target: Path, scratch: Path) -> None:
 
 
 def _as_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
+    """None keeps the checkpoint's dtypes; otherwise ``backend.resolve_dtype``'s rules."""
     if dtype is None:
         return None
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        return DTYPES[dtype]
-    if dtype not in DTYPES.values():
-        raise InvalidInputError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
-    return dtype
+    resolved: mx.Dtype = backend.resolve_dtype(dtype)
+    return resolved
 
 
 def _dtype_name(dtype: mx.Dtype) -> str:
