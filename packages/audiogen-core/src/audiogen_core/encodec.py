@@ -47,6 +47,7 @@ from audiogen_core.weights import (
     fuse_weight_norms,
     load_into,
     load_safetensors,
+    read_json,
 )
 
 import mlx.core as mx
@@ -1211,14 +1212,7 @@ class EncodecModel(nn.Module):
         if not root.is_dir():
             raise WeightsError(f"{root}: not a directory")
         cfg_path = root / "config.json"
-        try:
-            raw = json.loads(cfg_path.read_text())
-        except FileNotFoundError as e:
-            raise WeightsError(f"{cfg_path}: config.json not found") from e
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise WeightsError(f"{cfg_path}: unreadable config: {e}") from e
-        if not isinstance(raw, dict):
-            raise WeightsError(f"{cfg_path}: config is not a JSON object")
+        raw = read_json(cfg_path)
         if raw.get("model_type") == "encodec":
             cfg_dict, prefix = raw, ""
         elif isinstance(raw.get("audio_encoder"), dict):
