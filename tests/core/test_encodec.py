@@ -69,7 +69,8 @@ def test_decode_leaves_numpy_blas_threads_as_it_found_them(
 ) -> None:
     """The parallel conv blocks run numpy's OpenBLAS on one thread and must restore its count:
     a process-wide count of 1 left behind made the LSTM's recurrent gemv (main thread) twice
-    as slow, in this decode and every later one."""
+    as slow, in this decode and every later one. The LSTM, between the single-threaded conv
+    layers, gets the caller's count back."""
     from audiogen_core import encodec as enc
 
     funcs = enc._blas_thread_funcs()
@@ -78,13 +79,22 @@ def test_decode_leaves_numpy_blas_threads_as_it_found_them(
     model, data = fixture_model
     # Small blocks, so even the tiny fixture's layers are split over the worker pool.
     monkeypatch.setattr(enc, "_chunk_rows", lambda width: 8)
-    setter, getter = funcs[0]
+    setter, getter, _ = funcs[0]
+    in_lstm: list[int] = []
+    lstm_forward = enc._TorchLSTM._forward_numpy
+
+    def spy(self: Any, x: np.ndarray) -> np.ndarray:
+        in_lstm.append(getter())
+        return lstm_forward(self, x)
+
+    monkeypatch.setattr(enc._TorchLSTM, "_forward_numpy", spy)
     before = getter()
     setter(2)
     try:
         model.decode(mx.array(data["codes"]))
         mx.eval(model.encode(mx.array(data["audio"]))[0])
         assert getter() == 2
+        assert in_lstm == [2, 2]
     finally:
         setter(before)
 

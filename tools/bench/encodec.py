@@ -58,12 +58,12 @@ ENCODEC_32K: dict[str, Any] = {
 }
 
 
-def interleaved_medians(
+def interleaved_runs(
     fn_ours: Callable[[], object], fn_ref: Callable[[], object], runs: int
-) -> tuple[float, float, float, float]:
-    """Alternate the two so background load on a shared machine hits both alike. Returns median
-    wall seconds (ours, ref) and median process CPU seconds (ours, ref): CPU time is steadier
-    under load, though it also counts threads spinning while they wait."""
+) -> dict[str, list[float]]:
+    """Alternate the two so background load on a shared machine hits both alike. Returns per-run
+    wall seconds (``ours``, ``ref``) and process CPU seconds (``ours_cpu``, ``ref_cpu``): CPU
+    time is steadier under load, though it also counts threads spinning while they wait."""
     fn_ours()
     fn_ref()
     acc: dict[str, list[float]] = {"ours": [], "ref": [], "ours_cpu": [], "ref_cpu": []}
@@ -73,8 +73,7 @@ def interleaved_medians(
             fn()
             acc[key].append(time.perf_counter() - t)
             acc[key + "_cpu"].append(time.process_time() - c)
-    med = {k: statistics.median(v) for k, v in acc.items()}
-    return med["ours"], med["ref"], med["ours_cpu"], med["ref_cpu"]
+    return acc
 
 
 def blas_core() -> str:
@@ -137,11 +136,20 @@ def main() -> None:
         ("encode", lambda: ours.encode(audio_mx), ref_encode),
     ]
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print(f"{'':8} {'ours s':>9} {'torch s':>9} {'ratio':>7}   {'ours cpu':>9} {'torch cpu':>9}")
+    print(
+        f"{'':8} {'ours s':>9} {'torch s':>9} {'ratio':>7}   {'ours cpu':>9} {'torch cpu':>9}"
+        "   ratio range (per run pair)"
+    )
     for name, fn_ours, fn_ref in rows:
-        t_ours, t_ref, c_ours, c_ref = interleaved_medians(fn_ours, fn_ref, args.runs)
+        acc = interleaved_runs(fn_ours, fn_ref, args.runs)
+        med = {k: statistics.median(v) for k, v in acc.items()}
+        ratios = [r / o for o, r in zip(acc["ours"], acc["ref"], strict=True)]
         print(
-            f"{name:8} {t_ours:9.3f} {t_ref:9.3f} {t_ref / t_ours:6.2f}x   {c_ours:9.3f} {c_ref:9.3f}"
+            f"{name:8} {med['ours']:9.3f} {med['ref']:9.3f} {med['ref'] / med['ours']:6.2f}x"
+            f"   {med['ours_cpu']:9.3f} {med['ref_cpu']:9.3f}"
+            f"   {min(ratios):.2f}-{max(ratios):.2f}x (median {statistics.median(ratios):.2f}x);"
+            f" ours {min(acc['ours']):.3f}-{max(acc['ours']):.3f} s,"
+            f" torch {min(acc['ref']):.3f}-{max(acc['ref']):.3f} s"
         )
     print(f"load average {os.getloadavg()[0]:.2f}")
 

@@ -32,6 +32,7 @@ import functools
 import json
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -419,6 +420,10 @@ class _TorchLSTM(nn.Module):
         A wavefront over the layers (layer 2 step t beside layer 1 step t+1) was not kept: it
         turns layer 2's batched input projection into a per-step gemv over another 16 MB.
         """
+        with _blas_threads(None):
+            return self._forward_numpy(x)
+
+    def _forward_numpy(self, x: np.ndarray) -> np.ndarray:
         bsz, length, dim = x.shape
         for w_ih, bias, w_hh in self._numpy_weights():
             xp = np.matmul(x, w_ih.T)
@@ -583,7 +588,8 @@ _BLAS_THREAD_FUNCS = (
 
 
 @functools.cache
-def _blas_thread_funcs() -> list[tuple[Any, Any]]:
+def _blas_thread_funcs() -> list[tuple[Any, Any, Any]]:
+    """Per numpy OpenBLAS library: (set count, get count, shut down the thread pool or None)."""
     funcs = []
     for lib in _numpy_blas_libs():
         for set_name, get_name in _BLAS_THREAD_FUNCS:
@@ -591,30 +597,55 @@ def _blas_thread_funcs() -> list[tuple[Any, Any]]:
             if setter is not None and getter is not None:
                 setter.argtypes, setter.restype = [ctypes.c_int], None
                 getter.argtypes, getter.restype = [], ctypes.c_int
-                funcs.append((setter, getter))
+                shutdown = getattr(lib, "blas_thread_shutdown_", None)
+                if shutdown is not None:
+                    shutdown.argtypes, shutdown.restype = [], ctypes.c_int
+                funcs.append((setter, getter, shutdown))
                 break
     return funcs
 
 
-@contextmanager
-def _blas_single_threaded() -> Iterator[None]:
-    """numpy's OpenBLAS on one thread while the block workers run (each worker already owns a
-    core; letting every call spawn BLAS threads oversubscribes them), then back to its previous
-    thread count for the main thread's LSTM gemv and big projections.
+_blas_outer_counts: list[list[int]] = []
 
-    Set and restored globally around the parallel section: ``openblas_set_num_threads_local``,
-    called in each worker before, changed the count for the whole process in numpy's pthreads
-    OpenBLAS, and the LSTM's recurrent gemv then ran single-threaded (0.61 vs 0.33 ms a step,
-    0.76 vs 0.42 s for the two layers over 10 s; measured on this 2-core machine)."""
+
+@contextmanager
+def _blas_threads(n: int | None) -> Iterator[None]:
+    """numpy's OpenBLAS at ``n`` threads inside the block (None: the count it had before the
+    outermost ``_blas_threads``), and its thread pool shut down on the way out.
+
+    One thread while the block workers run (each worker already owns a core; letting every
+    call spawn BLAS threads oversubscribes them), several for the main thread's LSTM gemv.
+    Set globally: ``openblas_set_num_threads_local``, called in each worker before, changed the
+    count for the whole process in numpy's pthreads OpenBLAS, and the LSTM's recurrent gemv
+    then ran single-threaded (0.61 vs 0.33 ms a step, 0.76 vs 0.42 s for the two layers).
+
+    The shutdown: after its last call an idle OpenBLAS thread spins for ~2^28 cycles before it
+    sleeps, ~128 ms of CPU on this 2-core machine, stolen from the block workers of the next
+    layer (the first upsampling conv after the LSTM: 67-77 ms, 46 ms after a pause), or from
+    whatever the caller runs next. A shut-down pool is rebuilt by the next threaded call (or by
+    ``openblas_set_num_threads``, so counts are only set when they change). Like the counts,
+    this assumes no other thread is inside a threaded numpy BLAS call meanwhile."""
     funcs = _blas_thread_funcs()
-    saved = [getter() for _, getter in funcs]
-    for setter, _ in funcs:
-        setter(1)
+    before = [getter() for _, getter, _ in funcs]
+    outermost = not _blas_outer_counts
+    if outermost:
+        _blas_outer_counts.append(before)
+    target = _blas_outer_counts[0] if n is None else [n] * len(funcs)
+
+    def apply(counts: list[int], release: bool) -> None:
+        for (setter, getter, shutdown), k in zip(funcs, counts, strict=True):
+            if getter() != k:
+                setter(k)
+            if release and shutdown is not None:
+                shutdown()
+
     try:
+        apply(target, release=n == 1)
         yield
     finally:
-        for (setter, _), n in zip(funcs, saved, strict=True):
-            setter(n)
+        apply(before, release=True)
+        if outermost:
+            _blas_outer_counts.clear()
 
 
 @functools.cache
@@ -833,9 +864,12 @@ def _conv_pads(layer: EncodecConv1d, length: int) -> tuple[int, int]:
 
 
 def _chunk_rows(bytes_per_row: int) -> int:
-    # ~1 MB of activations per block: a resnet block's conv-ELU-conv-add then stays in the
-    # 2 MB L2 of this Xeon.
-    return max(64, (1 << 20) // max(1, 4 * bytes_per_row))
+    # ~4 MB of activations per block. Each block makes ~15 numpy/ctypes calls, ~40 us of Python
+    # that holds the GIL; two workers contend for it (~80 us a block of wall time measured),
+    # so the 1 MB blocks that kept a resnet block in the 2 MB L2 of this Xeon lost more than
+    # the cache saved (430 blocks in the last resnet block: 100-117 ms there, 86-90 ms with
+    # 4 MB blocks; its L3 is fast).
+    return max(64, (4 << 20) // max(1, 4 * bytes_per_row))
 
 
 def _block_rows(bytes_per_row: int, weight_bytes: int, total: int) -> int:
@@ -854,8 +888,10 @@ def _run_chunks(
     sources: list[_Rows], total: int, step: int, fn: Callable[[_Rows, int, int, int], None]
 ) -> None:
     """Call ``fn(source, batch_index, start, n)`` for cache-sized blocks of ``total`` output
-    rows per batch item, on every core: workers take contiguous runs of blocks, each with a
-    single-threaded BLAS (numpy ufuncs and sgemm release the GIL)."""
+    rows per batch item, on every core, each worker with a single-threaded BLAS (numpy ufuncs
+    and sgemm release the GIL). Workers take the next block as they finish one, rather than
+    fixed halves: on this shared 2-core machine a core lost to another process for a while
+    otherwise left the layer waiting on its half."""
     blocks = [
         (src, bi, a, min(step, total - a))
         for bi, src in enumerate(sources)
@@ -867,13 +903,18 @@ def _run_chunks(
         for block in blocks:
             fn(*block)
         return
-    bounds = [len(blocks) * i // n_workers for i in range(n_workers + 1)]
+    queue = iter(blocks)
+    lock = threading.Lock()
 
-    def run(i: int) -> None:
-        for block in blocks[bounds[i] : bounds[i + 1]]:
+    def run(_: int) -> None:
+        while True:
+            with lock:
+                block = next(queue, None)
+            if block is None:
+                return
             fn(*block)
 
-    with _blas_single_threaded():
+    with _blas_threads(1):
         list(pool.map(run, range(n_workers)))
 
 
@@ -1000,7 +1041,9 @@ def _seanet_numpy(layers: list[nn.Module], x: np.ndarray) -> np.ndarray:
 def _run_layers(layers: list[nn.Module], x: mx.array) -> mx.array:
     if _numpy_ok(x) and _numpy_seanet_ok(layers):
         mx.eval(x)
-        return mx.array(np.ascontiguousarray(_seanet_numpy(layers, np.asarray(x))))
+        with _blas_threads(1):
+            y = _seanet_numpy(layers, np.asarray(x))
+        return mx.array(np.ascontiguousarray(y))
     for layer in layers:
         x = layer(x)
     return x
