@@ -89,18 +89,32 @@ def test_gemv_variants_match_mlx(dtype: str, rows: int, k: int, n: int) -> None:
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
-@pytest.mark.parametrize("batch", [1, 8])
-def test_attention_matches_sdpa_and_ignores_the_unwritten_cache(dtype: str, batch: int) -> None:
+@pytest.mark.parametrize("batch,max_len", [(1, 300), (8, 300), (2, 37)])
+def test_attention_writes_the_cache_in_place_and_matches_sdpa(
+    dtype: str, batch: int, max_len: int
+) -> None:
+    """The kernel writes this step's k / v (from qkv) at ``offset`` into the cache it was given
+    and attends over positions 0 .. offset; what lies past the offset is never read. Batch and
+    cache length are run-time values: one compiled kernel serves all of these shapes."""
     dt, tol = DTYPES[dtype]
-    heads, hd, max_len = 16, 64, 300
-    mx.random.seed(batch)
-    qkv = _rand((batch, 3 * heads * hd), dt)
+    heads, hd = 16, 64
+    mx.random.seed(batch + max_len)
     kv = _rand((2, batch, heads, max_len, hd), dt)
-    q = qkv.reshape(batch, 3, heads, 1, hd)[:, 0]
-    for offset in (0, 1, 150, max_len - 1):
+    mx.eval(kv)
+    for offset in sorted({0, 1, max_len // 2, max_len - 1}):
+        qkv = _rand((batch, 3 * heads * hd), dt)
+        parts = qkv.reshape(batch, 3, heads, 1, hd)
+        before = np.array(kv.astype(mx.float32))
         got = cuda_step.attention(qkv, kv, mx.array([offset], mx.int32))
+        mx.eval(got)
+        after = np.array(kv.astype(mx.float32))
+        # Position `offset` now holds this step's keys / values, nothing else changed.
+        new = np.array(mx.stack([parts[:, 1], parts[:, 2]]).astype(mx.float32))[:, :, :, 0]
+        np.testing.assert_array_equal(after[:, :, :, offset], new)
+        untouched = np.delete(np.arange(max_len), offset)
+        np.testing.assert_array_equal(after[:, :, :, untouched], before[:, :, :, untouched])
         ref = mx.fast.scaled_dot_product_attention(
-            q, kv[0, :, :, : offset + 1], kv[1, :, :, : offset + 1], scale=hd**-0.5
+            parts[:, 0], kv[0, :, :, : offset + 1], kv[1, :, :, : offset + 1], scale=hd**-0.5
         )
         err = _rel(got, ref.reshape(batch, heads * hd))
         assert err <= tol, f"offset {offset}: {err:.2e}"
@@ -108,17 +122,19 @@ def test_attention_matches_sdpa_and_ignores_the_unwritten_cache(dtype: str, batc
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("masked", [False, True])
-def test_folded_cross_matches_softmax_and_product(dtype: str, masked: bool) -> None:
+@pytest.mark.parametrize("s", [20, 44])
+def test_folded_cross_matches_softmax_and_product(dtype: str, masked: bool, s: int) -> None:
+    """Prompt length ``s`` is a run-time value of the kernel (one compile for both)."""
     dt, tol = DTYPES[dtype]
-    batch, heads, s, n = 4, 16, 20, 1024
-    mx.random.seed(3)
+    batch, heads, n = 4, 16, 1024
+    mx.random.seed(3 + s)
     scores = _rand((batch, heads * s), dt, 3.0)
     vwt = _rand((batch, n, heads * s), dt, 0.2)
     res = _rand((batch, n), dt)
     mask = None
     sc = scores.reshape(batch, heads, s)
     if masked:
-        keep = mx.array(np.arange(s)[None, :] < np.array([[20], [7], [1], [13]]))
+        keep = mx.array(np.arange(s)[None, :] < np.array([[s], [7], [1], [13]]))
         mask = mx.where(keep, mx.array(0.0, dt), mx.array(mx.finfo(dt).min, dt))
         sc = sc + mask[:, None, :]
     p = mx.softmax(sc, axis=-1, precise=True).reshape(batch, 1, -1)
@@ -170,17 +186,20 @@ def test_fused_step_matches_static_step(dtype: str, prompt: str) -> None:
         folded = cache.cross_kv[0][0].ndim == 3
         assert folded == (prompt != "unfolded")
     assert dec.can_fuse(cache)
-    kv_fused = list(cache.kv)
+    kv_fused = [mx.zeros_like(kv) for kv in cache.kv]  # written in place by the fused step
     kv_ref = list(cache.kv)
+    mx.eval(kv_fused)
     for t in range(steps):
         ids = mx.array(np.random.default_rng(t).integers(0, 256, (batch, 4, 1)), mx.int32)
         offset = mx.array([t], mx.int32)
-        got, kv_fused = dec.fused_step(ids, offset, kv_fused, cache.cross_kv, cache.cross_mask)
+        got = dec.fused_step(ids, offset, kv_fused, cache.cross_kv, cache.cross_mask)
         ref, kv_ref = dec.static_step(ids, offset, kv_ref, cache.cross_kv, cache.cross_mask)
         assert got.shape == ref.shape
         err = _rel(got, ref)
         assert err <= tol, f"step {t}: {err:.2e}"
-        assert _rel(kv_fused[0][:, :, :, : t + 1], kv_ref[0][:, :, :, : t + 1]) <= tol
+        for layer, (a, r) in enumerate(zip(kv_fused, kv_ref, strict=True)):
+            err = _rel(a[:, :, :, : t + 1], r[:, :, :, : t + 1])
+            assert err <= tol, f"step {t} cache of layer {layer}: {err:.2e}"
 
 
 def test_generate_codes_fused_equals_eager_greedy() -> None:
@@ -194,6 +213,19 @@ def test_generate_codes_fused_equals_eager_greedy() -> None:
     fused = generate_codes(dec, states, mask, 40, greedy=True)  # static=None: fused on CUDA
     eager = generate_codes(dec, states, mask, 40, greedy=True, static=False)
     np.testing.assert_array_equal(np.array(fused), np.array(eager))
+
+
+def test_generate_codes_fused_equals_eager_greedy_with_a_prefix() -> None:
+    """Melody / style: the first step runs eagerly with the prefix (a functional cache write),
+    the fused steps then write the same caches in place."""
+    dec = _decoder(2, 128, cross=False, dtype=mx.float32)
+    prefix = [_rand((2, 5, 128), mx.float32) for _ in range(3)]
+    assert dec.can_fuse(dec.make_cache(None, None, 8, batch=4))
+    for beta in (None, 5.0):  # CFG over [cond, uncond]; double guidance over three prefixes
+        kwargs: dict = {"prefix": prefix, "beta": beta, "greedy": True}
+        fused = generate_codes(dec, None, None, 30, **kwargs)
+        eager = generate_codes(dec, None, None, 30, static=False, **kwargs)
+        np.testing.assert_array_equal(np.array(fused), np.array(eager))
 
 
 def test_quantized_weights_are_not_fused() -> None:

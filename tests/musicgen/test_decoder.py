@@ -408,3 +408,37 @@ def test_progress_reports_every_step_once_and_syncs_seldom_on_a_gpu(
         lag = sampling.PROGRESS_LAG
         assert done == [*range(1, total - lag + 1), total]
         assert len(waits) == total - lag + 1
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_progress_of_a_prefix_conditioned_generation_reports_its_first_step(
+    monkeypatch: pytest.MonkeyPatch, gpu: bool
+) -> None:
+    """Melody / style decoders run their first step (with the prefix) before the loop; it is
+    reported like any other step, on both branches of the policy (a GPU run once skipped it)."""
+    from audiogen_musicgen import sampling
+
+    real = sampling._Progress
+    monkeypatch.setattr(sampling, "_Progress", lambda cb, total, _: real(cb, total, gpu))
+    cfg = DecoderConfig.from_dict(
+        {
+            "hidden_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "ffn_dim": 128,
+            "num_codebooks": 4,
+            "vocab_size": 32,
+            "cross_attention": False,
+        }
+    )
+    mx.random.seed(0)
+    dec = MusicGenDecoder(cfg)
+    prefix = [mx.random.normal((1, 3, 64)) for _ in range(2)]
+    seen: list[tuple[int, int]] = []
+    generate_codes(
+        dec, None, None, 10, prefix=prefix, key=1, top_k=5, on_step=lambda d, n: seen.append((d, n))
+    )
+    steps = 10 + max(cfg.codebook_delays)
+    done = [d for d, _ in seen]
+    assert done[0] == 1 and done[-1] == steps and done == sorted(set(done))
+    assert all(n == steps for _, n in seen)

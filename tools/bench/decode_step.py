@@ -178,6 +178,40 @@ def issue_vs_total(dec: MusicGenDecoder, dt: mx.Dtype, matvec: bool) -> tuple[fl
     return issue / 200, (time.perf_counter() - t) / 200
 
 
+def fused_issue_vs_total(dec: MusicGenDecoder, dt: mx.Dtype) -> tuple[float, float]:
+    """Host time to issue one compiled fused step (decoder + CFG + top-k sampling, as
+    ``generate_codes`` runs it) and its total time, per step over 200 queued steps."""
+    d = dec.config.hidden_size
+    states = mx.concatenate([mx.random.normal((1, 20, d)).astype(dt)] * 2)
+    cache = dec.make_cache(states, mx.ones((2, 20), mx.int32), 520)
+    keys = mx.random.split(mx.random.key(0), 520)
+
+    def step(tokens: mx.array, offset: mx.array, key: mx.array) -> mx.array:
+        ids = mx.concatenate([tokens, tokens])
+        logits = dec.fused_step(ids, offset, cache.kv, cache.cross_kv, cache.cross_mask)
+        logits = logits.reshape(2, 4, -1)
+        guided = logits[1:] + 3.0 * (logits[:1] - logits[1:])
+        return sampling.sample_next(guided, key, top_k=250)[..., None]
+
+    compiled = mx.compile(step)
+    offsets = [mx.array([t], mx.int32) for t in range(520)]
+    tokens = mx.zeros((1, 4, 1), mx.int32)
+    mx.eval(cache.kv, offsets, keys)
+    for t in range(300):  # attention over ~300-500 keys, as mid-generation
+        tokens = compiled(tokens, offsets[t], keys[t])
+        mx.async_eval(tokens)
+    mx.eval(tokens)
+    t0 = time.perf_counter()
+    outs = []
+    for t in range(300, 500):
+        tokens = compiled(tokens, offsets[t], keys[t])
+        outs.append(tokens)
+        mx.async_eval(tokens)
+    issue = time.perf_counter() - t0
+    mx.eval(outs)
+    return issue / 200, (time.perf_counter() - t0) / 200
+
+
 def count_primitives(dec: MusicGenDecoder, dt: mx.Dtype, matvec: bool | None) -> dict[str, int]:
     """Primitives of one eager step (matvec False / True) or one fused step (None)."""
     d = dec.config.hidden_size
@@ -188,7 +222,8 @@ def count_primitives(dec: MusicGenDecoder, dt: mx.Dtype, matvec: bool | None) ->
     mx.eval(dec.step(ids, cache))
     if matvec is None:
         offset = mx.array([1], mx.int32)
-        logits, _ = dec.fused_step(ids, offset, cache.kv, cache.cross_kv, cache.cross_mask)
+        mx.eval(cache.kv)
+        logits = dec.fused_step(ids, offset, cache.kv, cache.cross_kv, cache.cross_mask)
     else:
         logits = dec.step(ids, cache)
     with tempfile.TemporaryDirectory() as tmp:
@@ -230,6 +265,11 @@ def main() -> None:
     for name in args.models.split(","):
         dec = build(name, dt)
         res: dict[str, object] = {}
+        if args.lags:
+            iss, tot = fused_issue_vs_total(dec, dt)
+            res["fused step: issue_ms"] = iss * 1e3
+            res["fused step: total_ms"] = tot * 1e3
+            res["primitives fused"] = count_primitives(dec, dt, None)
         for lag in args.lags:
             res[f"steps/s fused, progress lag {lag}"] = loop(dec, dt, True, None, lag)
         for matvec in (False, True) if not args.lags else ():

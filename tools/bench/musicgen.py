@@ -451,21 +451,23 @@ def profile_ours(model: MusicGen, frames: int, seed: int) -> dict[str, float]:
     def static_step(
         ids: mx.array, offset: mx.array, kv: list[mx.array]
     ) -> tuple[mx.array, list[mx.array]]:
-        if fused:
-            return decoder.fused_step(ids, offset, kv, cache.cross_kv, cache.cross_mask)
+        if fused:  # writes the caches in place
+            return decoder.fused_step(ids, offset, kv, cache.cross_kv, cache.cross_mask), []
         return decoder.static_step(ids, offset, kv, cache.cross_kv, cache.cross_mask)
 
     pick_compiled = mx.compile(pick)
     step_compiled = mx.compile(static_step)
     offsets = [mx.array([t], dtype=mx.int32) for t in range(steps)]
     tokens = mx.full((1, k, 1), config.pad_token_id, dtype=mx.int32)
-    mx.eval(cache.cross_kv, keys, tokens, offsets)
+    mx.eval(cache.cross_kv, cache.kv, keys, tokens, offsets)
     t_dec: list[float] = []
     t_pick: list[float] = []
     for t in range(steps):
         t0 = time.perf_counter()
         ids = mx.concatenate([tokens, tokens])
-        if static:
+        if fused:
+            logits, _ = step_compiled(ids, offsets[t], cache.kv)
+        elif static:
             logits, cache.kv = step_compiled(ids, offsets[t], cache.kv)
         else:
             logits = decoder.step(ids, cache)

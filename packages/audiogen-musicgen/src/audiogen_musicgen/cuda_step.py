@@ -4,21 +4,24 @@ Why: a batch-2 decode step is bound by MLX's host cost per primitive, not by the
 (tools/bench/decode_step.py, 2026-11-26) building and issuing one primitive costs ~8-12 µs of
 host time whatever it computes (an elementwise add 8.7 µs, a LayerNorm 7.9, a batched matvec
 11.7), and a small-model step issued 4.5-5.5 ms for ~420 primitives while the GPU was mostly
-idle. So each layer here is 8 primitives instead of ~18:
+idle. So each layer here is 7 primitives instead of ~18:
 
 - ``gemv``: ``y = epilogue(W · prologue(x))`` for a few rows: the LayerNorm before a projection
   (statistics recomputed per block: the rows are a few KB), GELU after fc1, the residual add
   after out_proj / fc2, all in the one kernel that streams W;
 - ``attention``: one query per (batch, head) against the preallocated K/V cache up to the
   position held in a device array (so the step has fixed shapes and compiles once), reading q
-  straight out of the fused qkv projection;
+  straight out of the fused qkv projection and writing this position's keys and values into
+  the cache in place (no separate cache-update primitive);
 - ``folded_cross``: the folded cross-attention's softmax (per head over the text tokens, with
   the padding mask) and its ``P · VW`` product plus the residual.
 
 Numerics follow the unfused MLX graph: float accumulation, and the intermediate results that
 MLX stores in the model dtype (LayerNorm output, projection output, softmax probabilities) are
 rounded to it at the same places. The kernels are compiled by NVRTC on first use (MLX caches
-them); they need rows whose byte size is a multiple of 16 (``supported``).
+them, also on disk); their template constants are the dtype and model widths only, while the
+batch, prompt length and cache length are read at run time, so a new prompt or duration does not
+compile again. They need rows whose byte size is a multiple of 16 (``supported``).
 """
 
 from __future__ import annotations
@@ -91,11 +94,13 @@ __device__ __forceinline__ float ag_round(float v) {
 """
 
 # y (B, N) = epilogue(W (N, K) · prologue(x (B, K))); with PER_ROW each row b has its own
-# matrix W[b] (B, N, K) and block row blockIdx.y serves only that row.
+# matrix W[b] (B, N, K) and block row blockIdx.y serves only that row. N is a run-time value:
+# the folded cross-attention's score matrix has heads × prompt tokens rows, and a compile-time N
+# would recompile the kernel (about a second with NVRTC) for each new prompt length.
 _GEMV = r"""
-template <typename T, int B, int K, int N, int WARPS, bool LN, int ACT, bool RES, bool PER_ROW>
+template <typename T, int B, int K, int WARPS, bool LN, int ACT, bool RES, bool PER_ROW>
 __device__ __forceinline__ void ag_gemv(
-    const T* x, const T* w, const T* g, const T* beta, const T* res, T* y, float EPS) {
+    const T* x, const T* w, const T* g, const T* beta, const T* res, T* y, float EPS, int N) {
   constexpr int VEC = 16 / sizeof(T);
   constexpr int ROWS = PER_ROW ? 1 : B;
   __shared__ float red[32];
@@ -172,26 +177,35 @@ __device__ __forceinline__ void ag_gemv(
 }
 """
 
-# out (B, H·D): one block per (b, h); keys 0 .. offset of the cache kv (2, B, H, MAXL, D);
-# q = qkv[b, h·D : (h+1)·D] of the fused projection (B, 3·H·D). Online softmax per thread over
-# its keys, then one combine across the block.
+# out (B, H·D): one block per (b, h). The block first writes this step's key and value (from the
+# fused projection qkv (B, 3·H·D)) into the cache kv (2, B, H, MAXL, D) at position offset[0],
+# in place, then attends q = qkv[b, h·D : (h+1)·D] over keys 0 .. offset: an online softmax per
+# thread over its keys, then one combine across the block. B, H and MAXL are run-time values
+# (read from the cache's shape), so a new batch or duration does not recompile the kernel.
 _ATTENTION = r"""
-template <typename T, int B, int H, int D, int MAXL, int THREADS>
+template <typename T, int D, int THREADS>
 __device__ __forceinline__ void ag_attention(
-    const T* qkv, const T* kv, const int32_t* offset, T* out) {
+    const T* qkv, const T* kv_in, const int32_t* offset, T* out, int B, int H, int MAXL) {
   constexpr int VEC = 16 / sizeof(T);
   constexpr int NT = THREADS;
   __shared__ float red[32];
   __shared__ float part[NT * (D + 1)];
   const int b = blockIdx.x / H, h = blockIdx.x % H;
-  const int L = offset[0] + 1;
+  const int pos = offset[0];
+  const int L = pos + 1;
   const float scale = rsqrtf((float)D);
-  float q[D];
   const T* qp = qkv + (size_t)b * 3 * H * D + (size_t)h * D;
+  // The cache is an input of the MLX graph that this kernel also writes (see ``attention``).
+  T* kb = const_cast<T*>(kv_in) + ((size_t)(0 * B + b) * H + h) * (size_t)MAXL * D;
+  T* vb = const_cast<T*>(kv_in) + ((size_t)(1 * B + b) * H + h) * (size_t)MAXL * D;
+  for (int d = threadIdx.x; d < D; d += NT) {
+    kb[(size_t)pos * D + d] = qp[(size_t)H * D + d];
+    vb[(size_t)pos * D + d] = qp[(size_t)2 * H * D + d];
+  }
+  __syncthreads();  // the block's global writes are visible to all of its threads after this
+  float q[D];
 #pragma unroll
   for (int d = 0; d < D; ++d) q[d] = scale * static_cast<float>(qp[d]);
-  const T* kb = kv + ((size_t)(0 * B + b) * H + h) * (size_t)MAXL * D;
-  const T* vb = kv + ((size_t)(1 * B + b) * H + h) * (size_t)MAXL * D;
   float m = -INFINITY, s = 0.f;
   float acc[D];
 #pragma unroll
@@ -235,13 +249,14 @@ __device__ __forceinline__ void ag_attention(
 """
 
 # y (B, N) = res + softmax_per_head(scores (B, H·S) [+ mask (B, S)]) · VWT[b]^T, VWT (B, N, H·S).
+# S (prompt tokens) and N are run-time values: one compiled kernel serves every prompt length.
 _FOLDED_CROSS = r"""
-template <typename T, int H, int S, int N, int WARPS, bool MASKED>
+template <typename T, int H, int MAXHS, int WARPS, bool MASKED>
 __device__ __forceinline__ void ag_folded_cross(
-    const T* scores, const T* vwt, const T* res, const T* mask, T* y) {
+    const T* scores, const T* vwt, const T* res, const T* mask, T* y, int S, int N) {
   constexpr int VEC = 16 / sizeof(T);
-  constexpr int HS = H * S;
-  __shared__ float p[HS];
+  const int HS = H * S;
+  __shared__ float p[MAXHS];
   const int b = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const T* sb = scores + (size_t)b * HS;
@@ -307,8 +322,9 @@ def _gemv_kernel(ln: bool, res: bool, eps: float) -> Any:
     # float, so it is written into the source (template arguments are ints, bools, dtypes).
     g, beta = ("g", "beta") if ln else ("nullptr", "nullptr")
     source = (
-        "  ag_gemv<T, B, K, N, WARPS, LN, ACT, RES, PER_ROW>("
-        f"x, w, {g}, {beta}, {'res' if res else 'nullptr'}, y, {eps!r}f);\n"
+        "  ag_gemv<T, B, K, WARPS, LN, ACT, RES, PER_ROW>("
+        f"x, w, {g}, {beta}, {'res' if res else 'nullptr'}, y, {eps!r}f, "
+        "w_shape[PER_ROW ? 1 : 0]);\n"
     )
     name = f"ag_gemv{'_ln' if ln else ''}{'_res' if res else ''}"
     return mx.fast.cuda_kernel(
@@ -322,7 +338,10 @@ def _attention_kernel() -> Any:
         name="ag_decode_attention",
         input_names=["qkv", "kv", "offset"],
         output_names=["out"],
-        source="  ag_attention<T, B, H, D, MAXL, THREADS>(qkv, kv, offset, out);\n",
+        source=(
+            "  ag_attention<T, D, THREADS>("
+            "qkv, kv, offset, out, kv_shape[1], kv_shape[2], kv_shape[3]);\n"
+        ),
         header=_KERNEL_HEADER,
     )
 
@@ -335,8 +354,9 @@ def _folded_cross_kernel(masked: bool) -> Any:
         input_names=inputs,
         output_names=["y"],
         source=(
-            "  ag_folded_cross<T, H, S, N, WARPS, MASKED>("
-            f"scores, vwt, res, {'mask' if masked else 'nullptr'}, y);\n"
+            "  ag_folded_cross<T, H, MAXHS, WARPS, MASKED>("
+            f"scores, vwt, res, {'mask' if masked else 'nullptr'}, y, "
+            "scores_shape[1] / H, vwt_shape[1]);\n"
         ),
         header=_KERNEL_HEADER,
     )
@@ -369,7 +389,6 @@ def gemv(
             ("T", x.dtype),
             ("B", b),
             ("K", k),
-            ("N", n),
             ("WARPS", WARPS),
             ("LN", norm is not None),
             ("ACT", ACTIVATIONS[activation]),
@@ -384,18 +403,23 @@ def gemv(
 
 
 def attention(qkv: mx.array, kv: mx.array, offset: mx.array) -> mx.array:
-    """Single-query self-attention: ``qkv (B, 3·H·D)`` from the fused projection, the cache
-    ``kv (2, B, H, MAXL, D)`` already holding this step's keys / values at ``offset`` (an int32
-    array ``(1,)``), keys ``0 .. offset`` attended. Returns ``(B, H·D)``."""
-    _, b, h, max_len, d = kv.shape
+    """Single-query self-attention that also appends to the cache: writes this step's keys and
+    values from ``qkv (B, 3·H·D)`` (the fused projection) into ``kv (2, B, H, MAXL, D)`` at
+    ``offset`` (an int32 array ``(1,)``), **in place**, then attends keys ``0 .. offset``.
+    Returns ``(B, H·D)``.
+
+    Why in place: a functional cache write is one more primitive a layer (a slice update plus
+    the views that feed it), and a step is bound by the host cost of its primitives. MLX does
+    not know the kernel writes ``kv``, which is sound only because (a) nothing else reads the
+    cache between steps except this kernel of the same layer, whose later calls depend on this
+    one through the decoded tokens, and (b) the cache is row-contiguous, so MLX passes its own
+    buffer rather than a copy (``KVCache`` allocates it so; ``MusicGenDecoder.fused_step``)."""
+    _, b, h, _, d = kv.shape
     return _attention_kernel()(
         inputs=[qkv, kv, offset],
         template=[
             ("T", qkv.dtype),
-            ("B", b),
-            ("H", h),
             ("D", d),
-            ("MAXL", max_len),
             ("THREADS", ATTENTION_THREADS),
         ],
         grid=(b * h * ATTENTION_THREADS, 1, 1),
@@ -415,6 +439,8 @@ def folded_cross(
     """``residual + P · VW`` with ``P`` the per-head softmax of ``scores (B, H·S)`` (plus the
     additive key ``mask (B, S)``), ``vwt (B, N, H·S)`` (``CrossAttention.fold``)."""
     b, hs = scores.shape
+    if hs > MAX_FOLDED:  # the kernel's shared memory holds heads × tokens floats
+        raise ValueError(f"folded cross-attention of {hs} > {MAX_FOLDED} heads × tokens")
     n = vwt.shape[1]
     inputs = [scores, vwt, residual] + ([mask] if mask is not None else [])
     return _folded_cross_kernel(mask is not None)(
@@ -422,8 +448,7 @@ def folded_cross(
         template=[
             ("T", scores.dtype),
             ("H", heads),
-            ("S", hs // heads),
-            ("N", n),
+            ("MAXHS", MAX_FOLDED),
             ("WARPS", WARPS),
             ("MASKED", mask is not None),
         ],

@@ -309,15 +309,14 @@ class DecoderLayer(nn.Module):
         offset: mx.array,
         cross_kv: tuple[mx.array, mx.array] | None,
         cross_mask: mx.array | None,
-    ) -> tuple[mx.array, mx.array]:
-        """``static`` for ``x (B, D)`` as 8 primitives with the kernels of ``cuda_step`` (MLX's
-        CUDA backend; see ``MusicGenDecoder.can_fuse``)."""
+    ) -> mx.array:
+        """``static`` for ``x (B, D)`` as 7 primitives with the kernels of ``cuda_step`` (MLX's
+        CUDA backend; see ``MusicGenDecoder.can_fuse``). The attention kernel writes this
+        position's keys / values into ``kv`` in place; ``cross_mask`` is ``(B, S)`` here."""
         attn = self.self_attn
         b, d = x.shape
         heads = attn.num_heads
         qkv = cuda_step.gemv(x, attn.qkv_proj.weight, norm=_norm(self.self_attn_layer_norm))
-        new = qkv.reshape(b, 3, heads, 1, -1)[:, 1:].swapaxes(0, 1)  # (2, B, H, 1, hd), a view
-        kv = mx.slice_update(kv, new, offset, axes=(3,))
         att = cuda_step.attention(qkv, kv, offset)
         x = cuda_step.gemv(att, attn.out_proj.weight, residual=x)
         if cross_kv is not None:
@@ -326,19 +325,19 @@ class DecoderLayer(nn.Module):
             if cross_kv[0].ndim == 3:  # folded: (MT, VWT)
                 mt, vwt = cross_kv
                 scores = cuda_step.gemv(x, mt, norm=norm, per_row=True)
-                mask = None if cross_mask is None else cross_mask.reshape(b, -1)
-                x = cuda_step.folded_cross(scores, vwt, x, heads, mask)
+                x = cuda_step.folded_cross(scores, vwt, x, heads, cross_mask)
             else:
                 q = cuda_step.gemv(x, cross.q_proj.weight, norm=norm)
                 q = q.reshape(b, 1, heads, -1).transpose(0, 2, 1, 3)
+                mask = None if cross_mask is None else cross_mask[:, None, None, :]
                 out = mx.fast.scaled_dot_product_attention(
-                    q, cross_kv[0], cross_kv[1], scale=cross.scale, mask=cross_mask
+                    q, cross_kv[0], cross_kv[1], scale=cross.scale, mask=mask
                 )
                 x = cuda_step.gemv(out.reshape(b, d), cross.out_proj.weight, residual=x)
         h = cuda_step.gemv(
             x, self.fc1.weight, norm=_norm(self.final_layer_norm), activation=self.act_name
         )
-        return cuda_step.gemv(h, self.fc2.weight, residual=x), kv
+        return cuda_step.gemv(h, self.fc2.weight, residual=x)
 
 
 class MusicGenDecoder(nn.Module):
@@ -533,19 +532,21 @@ class MusicGenDecoder(nn.Module):
         kv: list[mx.array],
         cross_kv: list[tuple[mx.array, mx.array]] | None,
         cross_mask: mx.array | None,
-    ) -> tuple[mx.array, list[mx.array]]:
-        """``static_step`` with each layer as 8 primitives on the fused CUDA kernels of
+    ) -> mx.array:
+        """``static_step`` with each layer as 7 primitives on the fused CUDA kernels of
         ``cuda_step`` (a decode step on MLX's CUDA backend is bound by the host cost per
-        primitive; see that module). Only where ``can_fuse`` says so."""
+        primitive; see that module). Only where ``can_fuse`` says so. Returns the logits; the
+        caches ``kv`` (``KVCache.kv``: evaluated, row-contiguous, referenced by nothing else
+        that reads them) get this position's keys and values **in place**."""
         b, k, _ = input_ids.shape
         x = self._embed_at(input_ids, offset, kv[0].shape[3]).reshape(b, -1)
-        new_kv = []
+        if cross_mask is not None:  # (B, 1, 1, S) -> (B, S), once for all layers
+            cross_mask = cross_mask.reshape(b, -1)
         for i, layer in enumerate(self.layers):
             cross = None if cross_kv is None else cross_kv[i]
-            x, layer_kv = layer.fused(x, kv[i], offset, cross, cross_mask)
-            new_kv.append(layer_kv)
+            x = layer.fused(x, kv[i], offset, cross, cross_mask)
         logits = cuda_step.gemv(x, self.lm_heads.weight, norm=_norm(self.layer_norm))
-        return logits.reshape(b, k, 1, -1), new_kv
+        return logits.reshape(b, k, 1, -1)
 
     def can_fuse(self, cache: KVCache) -> bool:
         """Whether ``fused_step`` serves this cache: MLX's CUDA backend, float weights (not

@@ -234,7 +234,7 @@ def generate_codes(
     decoder with the first step, in one causal pass, and then live in the KV cache.
 
     ``static`` runs each step as one compiled, fixed-shape graph that is replayed without
-    rebuilding it in Python: ``MusicGenDecoder.fused_step`` (8 primitives a layer, on the fused
+    rebuilding it in Python: ``MusicGenDecoder.fused_step`` (7 primitives a layer, on the fused
     kernels of ``cuda_step``) where ``can_fuse`` allows, else ``static_step``. None (default):
     static exactly when the fused step applies, i.e. on MLX's CUDA backend with float weights,
     where a step is bound by the host cost of each primitive (tools/bench/decode_step.py). The
@@ -324,6 +324,11 @@ def generate_codes(
 
     tokens = mx.full((bsz, num_codebooks, 1), pad, dtype=mx.int32)
     outputs: list[mx.array] = []
+    progress = (
+        None
+        if on_step is None
+        else _Progress(on_step, steps, mx.default_device().type == mx.DeviceType.gpu)
+    )
     first = 0
     if first_prefix is not None:
         # The prefix runs with the first step (one causal pass); every later step is one token.
@@ -333,49 +338,66 @@ def generate_codes(
         )
         outputs.append(tokens)
         mx.async_eval(tokens)
+        if progress is not None:
+            progress.queued(0, outputs)
         first = 1
-    progress = (
-        None
-        if on_step is None
-        else _Progress(on_step, steps, mx.default_device().type == mx.DeviceType.gpu)
-    )
 
     fused = static is not False and decoder.can_fuse(cache)
     if static is None:
         static = fused
     if static:
-
-        def full_step(
-            tokens: mx.array,
-            offset: mx.array,
-            kv: list[mx.array],
-            step_key: mx.array,
-            keep: mx.array,
-        ) -> tuple[mx.array, list[mx.array]]:
-            if fused:
-                logits, kv = decoder.fused_step(
-                    replicate(tokens), offset, kv, cache.cross_kv, cache.cross_mask
-                )
-            else:
-                logits, kv = decoder.static_step(
-                    replicate(tokens), offset, kv, cache.cross_kv, cache.cross_mask, cache.matvec
-                )
-            return pick(logits, step_key, keep), kv
-
-        # Traced once per call (the cross-attention K/V are constants of this generation).
-        compiled = mx.compile(full_step)
         # Positions after the prefix (the first step already ran with it).
         base_offset = cache.offset - first
         offsets = [mx.array([base_offset + t], dtype=mx.int32) for t in range(steps)]
         mx.eval(offsets)
-        for t in range(first, steps):
-            # Rebinding cache.kv drops the old arrays, so the slice updates inside the graph
-            # can write into their buffers instead of copying the whole cache.
-            tokens, cache.kv = compiled(tokens, offsets[t], cache.kv, step_keys[t], valid[t])
-            outputs.append(tokens)
-            mx.async_eval(tokens)
-            if progress is not None:
-                progress.queued(t, outputs)
+        if fused:
+
+            def fused_step(
+                tokens: mx.array,
+                offset: mx.array,
+                kv: list[mx.array],
+                step_key: mx.array,
+                keep: mx.array,
+            ) -> mx.array:
+                logits = decoder.fused_step(
+                    replicate(tokens), offset, kv, cache.cross_kv, cache.cross_mask
+                )
+                return pick(logits, step_key, keep)
+
+            # Traced once per call (the cross-attention K/V are constants of this generation).
+            compiled_fused = mx.compile(fused_step)
+            # The kernels write the caches in place: they must be materialized buffers of
+            # their own (a fresh cache is a lazy zeros, a prefix step a lazy slice update).
+            mx.eval(cache.kv)
+            for t in range(first, steps):
+                tokens = compiled_fused(tokens, offsets[t], cache.kv, step_keys[t], valid[t])
+                outputs.append(tokens)
+                mx.async_eval(tokens)
+                if progress is not None:
+                    progress.queued(t, outputs)
+        else:
+
+            def full_step(
+                tokens: mx.array,
+                offset: mx.array,
+                kv: list[mx.array],
+                step_key: mx.array,
+                keep: mx.array,
+            ) -> tuple[mx.array, list[mx.array]]:
+                logits, kv = decoder.static_step(
+                    replicate(tokens), offset, kv, cache.cross_kv, cache.cross_mask, cache.matvec
+                )
+                return pick(logits, step_key, keep), kv
+
+            compiled = mx.compile(full_step)
+            for t in range(first, steps):
+                # Rebinding cache.kv drops the old arrays, so the slice updates inside the
+                # graph can write into their buffers instead of copying the whole cache.
+                tokens, cache.kv = compiled(tokens, offsets[t], cache.kv, step_keys[t], valid[t])
+                outputs.append(tokens)
+                mx.async_eval(tokens)
+                if progress is not None:
+                    progress.queued(t, outputs)
     else:
         # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
         pick_compiled = _compiled(pick)
