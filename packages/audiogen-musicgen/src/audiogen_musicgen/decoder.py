@@ -560,7 +560,7 @@ class MusicGenDecoder(nn.Module):
             m for _, m in self.named_modules() if isinstance(m, nn.Linear | nn.QuantizedLinear)
         ]
         if not (
-            cuda_step.available()
+            cuda_step.compiler_available()
             and batch <= cuda_step.MAX_ROWS
             and config.activation_function in cuda_step.ACTIVATIONS
             and all(type(m) is nn.Linear for m in linears)
