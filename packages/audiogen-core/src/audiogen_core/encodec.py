@@ -15,11 +15,11 @@ Two execution paths share the weights:
   took ~10 s per EnCodec-32k upsampling layer and its ``conv1d`` ran 2-15x slower than matmuls;
   the LSTM runs a compiled two-op recurrent step.
 - numpy on the CPU (float32; ``pure_mlx()`` turns it off): the whole SEANet stack runs on
-  cache-sized time blocks (~1 MB of activations, halos included) spread over every core, each
+  cache-sized time blocks (~4 MB of activations, halos included) spread over every core, each
   worker with a single-threaded BLAS. Each ELU is applied inside the next conv's blocks and a
-  resnet block's ELU → conv → ELU → conv → add stays in L2 for its block, so the 80 MB
-  activations at 64 channels × 320k samples are read and written once per layer, and padding
-  is never materialised (``_Rows``). What is left is mostly arithmetic: EnCodec-32k decode of
+  resnet block's ELU → conv → ELU → conv → add stays in cache for its block and writes its
+  sum back over its input, so the 80 MB activations at 64 channels × 320k samples are read
+  and written once per layer, and padding is never materialised (``_Rows``). What is left is mostly arithmetic: EnCodec-32k decode of
   10 s is ~60 GFLOP of sgemm (60-100 GFLOP/s per core on a Sapphire Rapids), plus the LSTM's
   recurrent gemv re-reading a 16 MB weight every step (~0.34 ms on 2 cores), ~0.8 s of the
   ~1.8-2.4 s CPU time that decode measured (tools/bench/encodec.py, shared 2-core machine).
@@ -33,6 +33,7 @@ import json
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -425,6 +426,7 @@ class _TorchLSTM(nn.Module):
 
     def _forward_numpy(self, x: np.ndarray) -> np.ndarray:
         bsz, length, dim = x.shape
+        threads = _StepThreads()
         for w_ih, bias, w_hh in self._numpy_weights():
             xp = np.matmul(x, w_ih.T)
             xp += bias
@@ -436,6 +438,7 @@ class _TorchLSTM(nn.Module):
             sig, g = gates[:, : 3 * dim], gates[:, 3 * dim :]
             i_g, f_g, o_g = sig[:, :dim], sig[:, dim : 2 * dim], sig[:, 2 * dim :]
             for t in range(length):
+                start = time.perf_counter()
                 if bsz == 1:
                     np.dot(w_hh, h[0], out=gates[0])
                 else:
@@ -453,8 +456,77 @@ class _TorchLSTM(nn.Module):
                 np.tanh(c, out=tmp)
                 h = out[:, t]
                 np.multiply(o_g, tmp, out=h)
+                threads.after_step(time.perf_counter() - start)
             x = out
         return x
+
+
+class _StepThreads:
+    """numpy's OpenBLAS thread count for the LSTM's per-step gemv: the caller's, or one while
+    that is faster.
+
+    Each step's threads meet when the gemv ends; when another process holds one of this
+    machine's two cores, the second BLAS thread waits for a time slice and a ~0.35 ms step
+    takes ~4 ms. Beside one busy process 12-14% of 2-thread steps stalled so, and 1000 steps
+    took 1.0-1.1 s against 0.66 s on one thread (0.34 s on two, unloaded); one decode of 10 s
+    took 5.8 s instead of 0.9. A light neighbour stalls a few steps only, and two threads
+    stay faster. So steps on several threads are timed in windows of ``WINDOW``, and as soon as
+    a window has taken longer than as many steps on one thread (first guessed as 2x the
+    fastest step on several: the gemv is bound by each core's L3 bandwidth), ``single`` steps
+    run on one thread (the pool shut down, or its idle thread spins beside them) and several
+    are tried again. ``single`` doubles while that keeps happening, up to ``MAX_SINGLE``. The EnCodec-32k LSTM over 10 s
+    (both layers, input projections included) beside a busy process: 1.02-1.21 s always on
+    two threads, ~0.87 s with this; unloaded it stays on two."""
+
+    WINDOW = 32
+    MIN_SINGLE, MAX_SINGLE = 64, 512
+
+    def __init__(self) -> None:
+        self.funcs = _blas_thread_funcs()
+        self.multi = [getter() for _, getter, _ in self.funcs]
+        self.enabled = max(self.multi, default=1) > 1
+        self.fastest = math.inf
+        self.single_step = math.inf  # seconds per step on one thread, once measured
+        self.single = self.MIN_SINGLE
+        self.single_left = self.single_steps_run = 0
+        self.single_sum = 0.0
+        self.window_steps, self.window_sum = 0, 0.0
+        self.unjudged = 1  # the first step may start the BLAS thread pool
+
+    def _set(self, counts: list[int]) -> None:
+        for (setter, getter, shutdown), k in zip(self.funcs, counts, strict=True):
+            if getter() != k:
+                setter(k)
+            if k == 1 and shutdown is not None:
+                shutdown()
+
+    def after_step(self, seconds: float) -> None:
+        if not self.enabled:
+            return
+        if self.single_left:
+            self.single_sum += seconds
+            self.single_left -= 1
+            if not self.single_left:
+                self.single_step = self.single_sum / self.single_steps_run
+                self._set(self.multi)
+                self.unjudged = 1
+            return
+        if self.unjudged:
+            self.unjudged -= 1
+            return
+        self.fastest = min(self.fastest, seconds)
+        self.window_steps += 1
+        self.window_sum += seconds
+        guess = self.single_step if self.single_step < math.inf else 2 * self.fastest
+        if self.window_sum > self.WINDOW * guess:
+            self._set([1] * len(self.funcs))
+            self.single_left = self.single_steps_run = self.single
+            self.single_sum = 0.0
+            self.single = min(2 * self.single, self.MAX_SINGLE)
+            self.window_steps, self.window_sum = 0, 0.0
+        elif self.window_steps == self.WINDOW:
+            self.single = self.MIN_SINGLE
+            self.window_steps, self.window_sum = 0, 0.0
 
 
 _LSTM_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -680,7 +752,9 @@ class _Rows:
     """Rows ``[start, stop)`` of a padded ``(T, C)`` signal without materialising the padding:
     interior blocks are views, only blocks at the edges are assembled (zeros outside the pad)."""
 
-    def __init__(self, x: np.ndarray, left: int, right: int, mode: str):
+    def __init__(self, x: np.ndarray, left: int, right: int, mode: str, own_edges: bool = False):
+        """``own_edges``: reflected edges are copies, not views of ``x`` (which the caller
+        overwrites while blocks still read them)."""
         length = x.shape[0]
         if mode == "reflect" and length <= max(left, right):
             # upstream's short-input fix: zero-extend, reflect, cut; tiny, so materialise it
@@ -700,6 +774,8 @@ class _Rows:
             self.tail = x[self.length - 1 - right : self.length - 1][::-1]
         else:
             raise InvalidInputError(f"EnCodec pad_mode {mode!r} is not supported")
+        if own_edges:
+            self.head, self.tail = self.head.copy(), self.tail.copy()
 
     def __call__(self, start: int, stop: int) -> np.ndarray:
         lo, hi = start - self.left, stop - self.left
@@ -967,21 +1043,42 @@ def _conv_transpose_layer_np(
     return full[:, pt - right : (length - 1) * s + k - right]
 
 
-def _resnet_block_np(block: EncodecResnetBlock, x: np.ndarray) -> np.ndarray:
-    """ELU → conv(k, dilation) → ELU → conv(1) → + shortcut, fused per ~1 MB time block (with
-    the first conv's halo), so the block's intermediates never leave the cache."""
+def _resnet_block_np(block: EncodecResnetBlock, x: np.ndarray, in_place: bool) -> np.ndarray:
+    """ELU → conv(k, dilation) → ELU → conv(1) → + shortcut, fused per ~4 MB time block (with
+    the first conv's halo), so the block's intermediates never leave the cache.
+
+    ``in_place`` (an identity shortcut, and ``x`` ours to overwrite): the sum goes back into
+    ``x``, whose block is in cache already, instead of a new array whose first write faults its
+    pages in and goes to DRAM (the last EnCodec-32k decoder block: 91 → 73 ms). A block reads
+    its neighbours' rows next to each boundary (the conv's halo), which they may have
+    overwritten by then: those rows are copied before any block runs, and patched in after the
+    ELU (which copies the block anyway)."""
     conv1, conv2 = cast(EncodecConv1d, block.block[1]), cast(EncodecConv1d, block.block[3])
     c1, c2 = _conv_np(conv1), _conv_np(conv2)
     shortcut = _conv_np(block.shortcut) if "shortcut" in block else None
     bsz, length, dim = x.shape
     left, right = _conv_pads(conv1, length)
     hidden = c1.cout
-    out = np.empty((bsz, length, c2.cout), np.float32)
+    in_place = in_place and shortcut is None
+    out = x if in_place else np.empty((bsz, length, c2.cout), np.float32)
     step = _chunk_rows(c1.m * c1.k_tap + hidden + 2 * dim)
+    sources = [_Rows(xb, left, right, conv1.pad_mode, own_edges=in_place) for xb in x]
+    halo = left + right
+    # padded rows [b, b + halo) = x rows [b - left, b + right), ELU'd, at each inner boundary b
+    frozen = (
+        {(bi, b): _elu_np(src(b, b + halo)) for bi, src in enumerate(sources)
+         for b in range(step, length, step)}
+        if in_place and halo
+        else {}
+    )  # fmt: skip
 
     def task(src: _Rows, bi: int, a: int, n: int) -> None:
+        rows = _elu_np(src(a, a + c1.rows_needed(n)))
+        for at, b in ((0, a), (n, a + n)):
+            if (bi, b) in frozen:
+                rows[at : at + halo] = frozen[bi, b]
         h = np.empty((n, hidden), np.float32)
-        c1(src(a, a + c1.rows_needed(n)), n, True, h)
+        c1(rows, n, False, h)
         dst, res = out[bi, a : a + n], x[bi, a : a + n]
         if shortcut is None:
             c2(h, n, True, dst, add=res)
@@ -989,7 +1086,7 @@ def _resnet_block_np(block: EncodecResnetBlock, x: np.ndarray) -> np.ndarray:
             shortcut(res, n, False, dst)
             c2(h, n, True, dst, add=dst)
 
-    _run_chunks([_Rows(xb, left, right, conv1.pad_mode) for xb in x], length, step, task)
+    _run_chunks(sources, length, step, task)
     return out
 
 
@@ -1016,6 +1113,7 @@ def _seanet_numpy(layers: list[nn.Module], x: np.ndarray) -> np.ndarray:
     """Run an encoder/decoder layer list on ``(B, T, C)`` float32 numpy. Every ELU precedes a
     conv in SEANet, so it is applied inside that conv's blocks instead of as its own pass."""
     pre_elu = False
+    owned = False  # x is the caller's array until the first layer has run
     for layer in layers:
         if isinstance(layer, _ELU):
             if pre_elu:
@@ -1029,12 +1127,13 @@ def _seanet_numpy(layers: list[nn.Module], x: np.ndarray) -> np.ndarray:
         elif isinstance(layer, EncodecResnetBlock):
             if pre_elu:
                 x = _elu_np(x)
-            x = _resnet_block_np(layer, x)
+            x = _resnet_block_np(layer, x, in_place=owned or pre_elu)
         elif isinstance(layer, EncodecConvTranspose1d):
             x = _conv_transpose_layer_np(layer, x, pre_elu)
         else:
             x = _conv_layer_np(cast(EncodecConv1d, layer), x, pre_elu)
         pre_elu = False
+        owned = True
     return _elu_np(x) if pre_elu else x
 
 
