@@ -99,47 +99,6 @@ def test_decode_leaves_numpy_blas_threads_as_it_found_them(
         setter(before)
 
 
-def test_lstm_steps_move_to_one_blas_thread_while_that_is_faster() -> None:
-    """Recurrent steps on two BLAS threads slower on average than one thread would be (another
-    process holding a core, so the second thread waits for time slices) move the next steps
-    to one thread; two are tried again later, after a pause that doubles while they stay
-    slower. A few slow steps among fast ones (a light neighbour) change nothing."""
-    from audiogen_core import encodec as enc
-
-    funcs = enc._blas_thread_funcs()
-    if not funcs:
-        pytest.skip("numpy is not built on OpenBLAS here (e.g. Accelerate on macOS)")
-    setter, getter, _ = funcs[0]
-    before = getter()
-    setter(2)
-    steps = enc._StepThreads()
-    window = steps.WINDOW
-
-    def run_until_one_thread(seconds: float) -> int:
-        for n in range(1, window + 1):
-            steps.after_step(seconds)
-            if getter() == 1:
-                return n
-        return 0
-
-    try:
-        for _ in range(1 + window - 2):  # the first step is not judged
-            steps.after_step(3e-4)
-        for _ in range(2):  # window 30·0.3 + 2·2 ms, below 32 steps on one thread (0.6 ms guessed)
-            steps.after_step(2e-3)
-        assert getter() == 2
-        assert run_until_one_thread(1e-3) == 20  # 20 ms > 32 · 0.6 ms
-        assert steps.single_left == steps.MIN_SINGLE
-        for _ in range(steps.MIN_SINGLE):
-            steps.after_step(7e-4)
-        assert getter() == 2
-        steps.after_step(5e-3)  # restarting the pool: not judged
-        assert run_until_one_thread(9e-4) == 25  # slower than the 0.7 ms measured on one
-        assert steps.single_left == 2 * steps.MIN_SINGLE
-    finally:
-        setter(before)
-
-
 def test_fixture_properties(fixture_model: Any) -> None:
     model, ref = fixture_model
     assert model.sample_rate == 4000 and model.channels == 1

@@ -19,10 +19,11 @@ Two execution paths share the weights:
   worker with a single-threaded BLAS. Each ELU is applied inside the next conv's blocks and a
   resnet block's ELU → conv → ELU → conv → add stays in cache for its block and writes its
   sum back over its input, so the 80 MB activations at 64 channels × 320k samples are read
-  and written once per layer, and padding is never materialised (``_Rows``). What is left is mostly arithmetic: EnCodec-32k decode of
-  10 s is ~60 GFLOP of sgemm (60-100 GFLOP/s per core on a Sapphire Rapids), plus the LSTM's
-  recurrent gemv re-reading a 16 MB weight every step (~0.34 ms on 2 cores), ~0.8 s of the
-  ~1.8-2.4 s CPU time that decode measured (tools/bench/encodec.py, shared 2-core machine).
+  and written once per layer, and padding is never materialised (``_Rows``). What is left
+  is mostly arithmetic: EnCodec-32k decode of 10 s is ~60 GFLOP of sgemm (60-100 GFLOP/s
+  per core on a Sapphire Rapids), plus the LSTM's recurrent gemv re-reading a 16 MB weight
+  every step (~0.34 ms on 2 cores), ~0.8 s of the ~1.8-2.4 s CPU time that decode measured
+  (tools/bench/encodec.py, shared 2-core machine).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import json
 import math
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -426,7 +426,6 @@ class _TorchLSTM(nn.Module):
 
     def _forward_numpy(self, x: np.ndarray) -> np.ndarray:
         bsz, length, dim = x.shape
-        threads = _StepThreads()
         for w_ih, bias, w_hh in self._numpy_weights():
             xp = np.matmul(x, w_ih.T)
             xp += bias
@@ -438,7 +437,6 @@ class _TorchLSTM(nn.Module):
             sig, g = gates[:, : 3 * dim], gates[:, 3 * dim :]
             i_g, f_g, o_g = sig[:, :dim], sig[:, dim : 2 * dim], sig[:, 2 * dim :]
             for t in range(length):
-                start = time.perf_counter()
                 if bsz == 1:
                     np.dot(w_hh, h[0], out=gates[0])
                 else:
@@ -456,77 +454,8 @@ class _TorchLSTM(nn.Module):
                 np.tanh(c, out=tmp)
                 h = out[:, t]
                 np.multiply(o_g, tmp, out=h)
-                threads.after_step(time.perf_counter() - start)
             x = out
         return x
-
-
-class _StepThreads:
-    """numpy's OpenBLAS thread count for the LSTM's per-step gemv: the caller's, or one while
-    that is faster.
-
-    Each step's threads meet when the gemv ends; when another process holds one of this
-    machine's two cores, the second BLAS thread waits for a time slice and a ~0.35 ms step
-    takes ~4 ms. Beside one busy process 12-14% of 2-thread steps stalled so, and 1000 steps
-    took 1.0-1.1 s against 0.66 s on one thread (0.34 s on two, unloaded); one decode of 10 s
-    took 5.8 s instead of 0.9. A light neighbour stalls a few steps only, and two threads
-    stay faster. So steps on several threads are timed in windows of ``WINDOW``, and as soon as
-    a window has taken longer than as many steps on one thread (first guessed as 2x the
-    fastest step on several: the gemv is bound by each core's L3 bandwidth), ``single`` steps
-    run on one thread (the pool shut down, or its idle thread spins beside them) and several
-    are tried again. ``single`` doubles while that keeps happening, up to ``MAX_SINGLE``. The EnCodec-32k LSTM over 10 s
-    (both layers, input projections included) beside a busy process: 1.02-1.21 s always on
-    two threads, ~0.87 s with this; unloaded it stays on two."""
-
-    WINDOW = 32
-    MIN_SINGLE, MAX_SINGLE = 64, 512
-
-    def __init__(self) -> None:
-        self.funcs = _blas_thread_funcs()
-        self.multi = [getter() for _, getter, _ in self.funcs]
-        self.enabled = max(self.multi, default=1) > 1
-        self.fastest = math.inf
-        self.single_step = math.inf  # seconds per step on one thread, once measured
-        self.single = self.MIN_SINGLE
-        self.single_left = self.single_steps_run = 0
-        self.single_sum = 0.0
-        self.window_steps, self.window_sum = 0, 0.0
-        self.unjudged = 1  # the first step may start the BLAS thread pool
-
-    def _set(self, counts: list[int]) -> None:
-        for (setter, getter, shutdown), k in zip(self.funcs, counts, strict=True):
-            if getter() != k:
-                setter(k)
-            if k == 1 and shutdown is not None:
-                shutdown()
-
-    def after_step(self, seconds: float) -> None:
-        if not self.enabled:
-            return
-        if self.single_left:
-            self.single_sum += seconds
-            self.single_left -= 1
-            if not self.single_left:
-                self.single_step = self.single_sum / self.single_steps_run
-                self._set(self.multi)
-                self.unjudged = 1
-            return
-        if self.unjudged:
-            self.unjudged -= 1
-            return
-        self.fastest = min(self.fastest, seconds)
-        self.window_steps += 1
-        self.window_sum += seconds
-        guess = self.single_step if self.single_step < math.inf else 2 * self.fastest
-        if self.window_sum > self.WINDOW * guess:
-            self._set([1] * len(self.funcs))
-            self.single_left = self.single_steps_run = self.single
-            self.single_sum = 0.0
-            self.single = min(2 * self.single, self.MAX_SINGLE)
-            self.window_steps, self.window_sum = 0, 0.0
-        elif self.window_steps == self.WINDOW:
-            self.single = self.MIN_SINGLE
-            self.window_steps, self.window_sum = 0, 0.0
 
 
 _LSTM_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
