@@ -34,17 +34,19 @@ _BETA = (
 )
 
 
+def _horner(x2: mx.array, coeffs: tuple[float, ...]) -> mx.array:
+    """``sum(coeffs[i] · x2^i)`` by Horner's rule (coefficients lowest order first)."""
+    p = x2 * coeffs[-1] + coeffs[-2]
+    for c in reversed(coeffs[:-2]):
+        p = p * x2 + c
+    return p
+
+
 def tanh_rational(x: mx.array) -> mx.array:
     """tanh from multiply-adds (see the module docstring); float32 in, float32 out."""
     x = mx.clip(x, -_CLAMP, _CLAMP)
     x2 = x * x
-    p = x2 * _ALPHA[6] + _ALPHA[5]
-    for c in reversed(_ALPHA[:5]):
-        p = p * x2 + c
-    q = x2 * _BETA[3] + _BETA[2]
-    for c in reversed(_BETA[:2]):
-        q = q * x2 + c
-    return x * p / q
+    return x * _horner(x2, _ALPHA) / _horner(x2, _BETA)
 
 
 # Cephes expf: exp(x) = 2^n · exp(r), n = round(x / ln 2), r = x − n·ln 2 in two parts (Cody-Waite,
@@ -122,13 +124,7 @@ def gelu_rational(x: mx.array) -> mx.array:
     """Exact-form GELU ``x·(1 + erf(x/√2))/2`` with erf as a rational polynomial."""
     z = mx.clip(x * 0.7071067811865476, -4.0, 4.0)
     z2 = z * z
-    p = z2 * _ERF_P[6] + _ERF_P[5]
-    for c in reversed(_ERF_P[:5]):
-        p = p * z2 + c
-    q = z2 * _ERF_Q[4] + _ERF_Q[3]
-    for c in reversed(_ERF_Q[:3]):
-        q = q * z2 + c
-    return x * (0.5 + 0.5 * (z * p / q))
+    return x * (0.5 + 0.5 * (z * _horner(z2, _ERF_P) / _horner(z2, _ERF_Q)))
 
 
 def sigmoid_rational(x: mx.array) -> mx.array:
