@@ -193,6 +193,14 @@ class _Progress:
             self.on_step(done, self.total)
 
 
+def _step_offsets(base: int, steps: int) -> list[mx.array]:
+    """Step t's cache position ``base + t`` as an int32 array ``(1,)``, made once so a compiled
+    step takes its position as an input (fixed shapes: traced once)."""
+    offsets = [mx.array([base + t], dtype=mx.int32) for t in range(steps)]
+    mx.eval(offsets)
+    return offsets
+
+
 def _compiled(fn: Callable[..., mx.array]) -> Callable[..., mx.array]:
     """``mx.compile(fn)`` on a GPU, where fusing the CFG / warper elementwise ops saves kernel
     launches each step. Not on the CPU: there a compiled graph is C++ built with g++ at run time
@@ -329,6 +337,15 @@ def generate_codes(
         if on_step is None
         else _Progress(on_step, steps, mx.default_device().type == mx.DeviceType.gpu)
     )
+
+    def queue(t: int, tokens: mx.array) -> None:
+        # Queue step t while the host builds the next one; no host sync in the loop (see
+        # _Progress for the reporting).
+        outputs.append(tokens)
+        mx.async_eval(tokens)
+        if progress is not None:
+            progress.queued(t, outputs)
+
     first = 0
     if first_prefix is not None:
         # The prefix runs with the first step (one causal pass); every later step is one token.
@@ -336,78 +353,62 @@ def generate_codes(
         tokens = pick_first(
             decoder.step(replicate(tokens), cache, first_prefix), step_keys[0], valid[0]
         )
-        outputs.append(tokens)
-        mx.async_eval(tokens)
-        if progress is not None:
-            progress.queued(0, outputs)
+        queue(0, tokens)
         first = 1
 
     fused = static is not False and decoder.can_fuse(cache)
     if static is None:
         static = fused
-    if static:
-        # Positions after the prefix (the first step already ran with it).
-        base_offset = cache.offset - first
-        offsets = [mx.array([base_offset + t], dtype=mx.int32) for t in range(steps)]
-        mx.eval(offsets)
-        if fused:
+    next_tokens: Callable[[int, mx.array], mx.array]
+    if fused:
 
-            def fused_step(
-                tokens: mx.array,
-                offset: mx.array,
-                kv: list[mx.array],
-                step_key: mx.array,
-                keep: mx.array,
-            ) -> mx.array:
-                logits = decoder.fused_step(
-                    replicate(tokens), offset, kv, cache.cross_kv, cache.cross_mask
-                )
-                return pick(logits, step_key, keep)
+        def fused_step(
+            tokens: mx.array, offset: mx.array, kv: list[mx.array], key: mx.array, keep: mx.array
+        ) -> mx.array:
+            logits = decoder.fused_step(
+                replicate(tokens), offset, kv, cache.cross_kv, cache.cross_mask
+            )
+            return pick(logits, key, keep)
 
-            # Traced once per call (the cross-attention K/V are constants of this generation).
-            compiled_fused = mx.compile(fused_step)
-            # The kernels write the caches in place: they must be materialized buffers of
-            # their own (a fresh cache is a lazy zeros, a prefix step a lazy slice update).
-            mx.eval(cache.kv)
-            for t in range(first, steps):
-                tokens = compiled_fused(tokens, offsets[t], cache.kv, step_keys[t], valid[t])
-                outputs.append(tokens)
-                mx.async_eval(tokens)
-                if progress is not None:
-                    progress.queued(t, outputs)
-        else:
+        # Traced once per call (the cross-attention K/V are constants of this generation).
+        compiled_fused = mx.compile(fused_step)
+        # The kernels write the caches in place: they must be materialized buffers of their
+        # own (a fresh cache is a lazy zeros, a prefix step a lazy slice update).
+        mx.eval(cache.kv)
+        offsets = _step_offsets(cache.offset - first, steps)
 
-            def full_step(
-                tokens: mx.array,
-                offset: mx.array,
-                kv: list[mx.array],
-                step_key: mx.array,
-                keep: mx.array,
-            ) -> tuple[mx.array, list[mx.array]]:
-                logits, kv = decoder.static_step(
-                    replicate(tokens), offset, kv, cache.cross_kv, cache.cross_mask, cache.matvec
-                )
-                return pick(logits, step_key, keep), kv
+        def next_tokens(t: int, tokens: mx.array) -> mx.array:
+            return compiled_fused(tokens, offsets[t], cache.kv, step_keys[t], valid[t])
 
-            compiled = mx.compile(full_step)
-            for t in range(first, steps):
-                # Rebinding cache.kv drops the old arrays, so the slice updates inside the
-                # graph can write into their buffers instead of copying the whole cache.
-                tokens, cache.kv = compiled(tokens, offsets[t], cache.kv, step_keys[t], valid[t])
-                outputs.append(tokens)
-                mx.async_eval(tokens)
-                if progress is not None:
-                    progress.queued(t, outputs)
+    elif static:
+
+        def full_step(
+            tokens: mx.array, offset: mx.array, kv: list[mx.array], key: mx.array, keep: mx.array
+        ) -> tuple[mx.array, list[mx.array]]:
+            logits, kv = decoder.static_step(
+                replicate(tokens), offset, kv, cache.cross_kv, cache.cross_mask, cache.matvec
+            )
+            return pick(logits, key, keep), kv
+
+        compiled = mx.compile(full_step)
+        offsets = _step_offsets(cache.offset - first, steps)
+
+        def next_tokens(t: int, tokens: mx.array) -> mx.array:
+            # Rebinding cache.kv drops the old arrays, so the slice updates inside the graph
+            # can write into their buffers instead of copying the whole cache.
+            tokens, cache.kv = compiled(tokens, offsets[t], cache.kv, step_keys[t], valid[t])
+            return tokens
+
     else:
         # Compiled once per call: fuses CFG, the warpers' elementwise ops and the pattern where.
         pick_compiled = _compiled(pick)
-        for t in range(first, steps):
-            tokens = pick_compiled(decoder.step(replicate(tokens), cache), step_keys[t], valid[t])
-            outputs.append(tokens)
-            # Queue this step while the host builds the next one; no host sync in the loop.
-            mx.async_eval(tokens)
-            if progress is not None:
-                progress.queued(t, outputs)
+
+        def next_tokens(t: int, tokens: mx.array) -> mx.array:
+            return pick_compiled(decoder.step(replicate(tokens), cache), step_keys[t], valid[t])
+
+    for t in range(first, steps):
+        tokens = next_tokens(t, tokens)
+        queue(t, tokens)
     if progress is not None:
         progress.finish(outputs)
     start = mx.full((bsz, num_codebooks, 1), pad, mx.int32)
