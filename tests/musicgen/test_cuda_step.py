@@ -152,6 +152,8 @@ def _decoder(layers: int, width: int, *, cross: bool = True, dtype: mx.Dtype) ->
             "ffn_dim": 4 * width,
             "num_codebooks": 4,
             "vocab_size": 256,
+            "pad_token_id": 256,  # upstream: pad = bos = vocab_size (the tables' extra row)
+            "bos_token_id": 256,
             "cross_attention": cross,
         }
     )

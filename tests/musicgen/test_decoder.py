@@ -230,6 +230,12 @@ def test_config_from_dict_ignores_unknown_and_validates() -> None:
         DecoderConfig(activation_function="tanh")
     with pytest.raises(InvalidInputError, match="decoder"):
         DecoderConfig.from_composite({"text_encoder": {}})
+    # Ids past the embedding tables' vocab_size + 1 rows would be gathered out of bounds.
+    with pytest.raises(InvalidInputError, match=r"pad_token_id 2048 is outside 0\.\.vocab_size"):
+        DecoderConfig(vocab_size=32)
+    with pytest.raises(InvalidInputError, match="bos_token_id"):
+        DecoderConfig(vocab_size=32, pad_token_id=32, bos_token_id=None)  # type: ignore[arg-type]
+    assert DecoderConfig(vocab_size=32, pad_token_id=32, bos_token_id=32).pad_token_id == 32
 
 
 def _live_case(
@@ -428,6 +434,8 @@ def test_progress_of_a_prefix_conditioned_generation_reports_its_first_step(
             "ffn_dim": 128,
             "num_codebooks": 4,
             "vocab_size": 32,
+            "pad_token_id": 32,  # upstream: pad = bos = vocab_size (the tables' extra row)
+            "bos_token_id": 32,
             "cross_attention": False,
         }
     )

@@ -65,6 +65,14 @@ class DecoderConfig:
                 f"num_chroma and chroma_length must be >= 1, got {self.num_chroma}, "
                 f"{self.chroma_length}"
             )
+        for name in ("pad_token_id", "bos_token_id"):
+            token = getattr(self, name)
+            if not isinstance(token, int) or not 0 <= token <= self.vocab_size:
+                # The embedding tables have vocab_size + 1 rows (upstream: pad = bos = vocab_size);
+                # a larger id would be gathered from outside the table, which no backend checks.
+                raise InvalidInputError(
+                    f"{name} {token} is outside 0..vocab_size ({self.vocab_size})"
+                )
         if self.tie_word_embeddings:
             # Upstream cannot tie either: the tables have vocab_size + 1 rows, the heads vocab_size.
             raise InvalidInputError("tie_word_embeddings=True is not supported by MusicGen")
